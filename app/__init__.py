@@ -1,0 +1,1 @@
+"""learnkb's HTTP layer: the Litestar app factory, controllers, schemas and auth guard."""

@@ -1,0 +1,59 @@
+"""Authentication of API keys and the shop a request acts on (rules live in knowledge.access)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request
+from litestar.datastructures import State
+
+from knowledge import keys
+from knowledge.access import Action, Principal, Role, scope_shop
+from knowledge.errors import NotFound
+from knowledge.runtime import Runtime
+from knowledge.shops import Shop, ShopCache, get_shop
+
+
+def runtime_of(state: State) -> Runtime:
+    rt = state.get("runtime")
+    assert isinstance(rt, Runtime), "the app's runtime is not started"
+    return rt
+
+
+def shop_cache_of(state: State) -> ShopCache:
+    cache = state.get("shop_cache")
+    if not isinstance(cache, ShopCache):
+        cache = ShopCache()
+        state["shop_cache"] = cache
+    return cache
+
+
+def _secret(request: Request[Any, Any, Any]) -> str | None:
+    header = request.headers.get("authorization")
+    if header:
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+    return request.headers.get("x-api-key")
+
+
+async def provide_principal(request: Request[Any, Any, Any]) -> Principal:
+    """The caller: every /v1 request carries an API key."""
+    return await keys.authenticate(runtime_of(request.app.state).pool, _secret(request))
+
+
+async def resolve_shop(state: State, principal: Principal, action: Action,
+                       shop: str | None) -> Shop:
+    """The shop a request acts on: the key's own, or for admins the one named by `shop`."""
+    rt = runtime_of(state)
+    requested: int | None = None
+    if shop is not None:
+        if principal.role is Role.ADMIN:
+            requested = (await get_shop(rt.pool, shop)).id
+        else:
+            own = await shop_cache_of(state).get(rt.pool, principal.shop_id or 0)
+            if shop not in {str(own.id), own.slug}:
+                raise NotFound(f"no shop {shop!r}")
+            requested = own.id
+    shop_id = scope_shop(principal, action, requested)
+    return await shop_cache_of(state).get(rt.pool, shop_id)

@@ -1,0 +1,280 @@
+"""The `learnkb` command: serve, worker, migrate, shops, keys, knowledge, ingest, demo, jobs."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+from knowledge import db, entries, keys, shops
+from knowledge.access import CLI_ADMIN, Role
+from knowledge.errors import LearnkbError
+from knowledge.migrate import migrate
+from knowledge.runtime import Runtime, open_runtime
+from knowledge.settings import Settings
+
+if TYPE_CHECKING:
+    from app.factory import StartHook
+
+log = logging.getLogger("learnkb")
+
+
+def _print(value: Any) -> None:
+    print(json.dumps(value, indent=2, default=str))
+
+
+async def _with_runtime(settings: Settings, work: Callable[[Runtime], Awaitable[Any]],
+                        load_model: bool = False) -> Any:
+    rt = await open_runtime(settings, load_model=load_model)
+    try:
+        return await work(rt)
+    finally:
+        await rt.close()
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from app.factory import create_app
+
+    settings = settings.with_overrides(
+        host=args.host or settings.host, port=args.port or settings.port,
+        demo=args.demo or settings.demo, run_jobs=settings.run_jobs and not args.no_jobs)
+    hooks: list[StartHook] = []
+    if settings.demo:
+        hooks.append(_demo_hook(settings))
+    if settings.run_jobs:
+        from jobs.scheduler import scheduler_hook
+
+        hooks.append(scheduler_hook)
+    app = create_app(settings, on_start=hooks)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level,
+                access_log=False)
+
+
+def _demo_hook(settings: Settings) -> StartHook:
+    async def hook(rt: Runtime) -> None:
+        from knowledge.demo import load_demo
+
+        demo = await load_demo(rt)
+        base = f"http://{settings.host}:{settings.port}"
+        print(f"\nlearnkb demo shop ready. Its bot key is in {demo.key_file}. Try:\n"
+              f"  curl -s {base}/v1/answer -H \"Authorization: Bearer $(cat {demo.key_file})\" "
+              "-H 'Content-Type: application/json' "
+              "-d '{\"question\": \"how long does delivery take?\"}'\n", flush=True)
+        return None
+
+    return hook
+
+
+def cmd_worker(settings: Settings, args: argparse.Namespace) -> None:
+    from jobs.scheduler import start_scheduler
+
+    async def main() -> None:
+        rt = await open_runtime(settings)
+        scheduler = start_scheduler(rt)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        log.info("worker running jobs; Ctrl-C stops it")
+        await stop.wait()
+        scheduler.shutdown(wait=False)
+        await rt.close()
+
+    asyncio.run(main())
+
+
+def cmd_migrate(settings: Settings, args: argparse.Namespace) -> None:
+    async def main() -> list[str]:
+        url, _ = await db.resolve_database_url(settings)
+        return await migrate(url)
+
+    applied = asyncio.run(main())
+    print("applied: " + ", ".join(applied) if applied else "database is up to date")
+
+
+def cmd_shops(settings: Settings, args: argparse.Namespace) -> None:
+    async def work(rt: Runtime) -> Any:
+        if args.shops_cmd == "create":
+            return await shops.create_shop(rt.pool, args.slug, args.name or args.slug)
+        return await shops.list_shops(rt.pool, limit=10_000)
+
+    _print(asyncio.run(_with_runtime(settings, work)))
+
+
+def cmd_keys(settings: Settings, args: argparse.Namespace) -> None:
+    async def work(rt: Runtime) -> Any:
+        if args.keys_cmd == "create":
+            shop_id = (await shops.get_shop(rt.pool, args.shop)).id if args.shop else None
+            made = await keys.create_key(rt.pool, Role(args.role), shop_id, args.name or "")
+            return {"key": made.key, "secret": made.secret,
+                    "note": "the secret is shown once; only its hash is stored"}
+        if args.keys_cmd == "revoke":
+            return await keys.revoke_key(rt.pool, UUID(args.key_id))
+        shop_id = (await shops.get_shop(rt.pool, args.shop)).id if args.shop else None
+        return await keys.list_keys(rt.pool, shop_id, limit=10_000)
+
+    _print(asyncio.run(_with_runtime(settings, work)))
+
+
+def cmd_knowledge(settings: Settings, args: argparse.Namespace) -> None:
+    needs_model = args.knowledge_cmd in {"add", "update"}
+
+    async def work(rt: Runtime) -> Any:
+        shop_id = (await shops.get_shop(rt.pool, args.shop)).id
+        if args.knowledge_cmd == "add":
+            draft = entries.EntryDraft(answer=args.answer, question=args.question,
+                                       variants=args.variant or [], category=args.category)
+            return (await entries.add_entries(rt, shop_id, [draft], CLI_ADMIN))[0]
+        if args.knowledge_cmd == "list":
+            return (await entries.list_entries(rt.pool, shop_id, limit=args.limit))[0]
+        entry_id = UUID(args.entry_id)
+        if args.knowledge_cmd == "update":
+            changes: dict[str, Any] = {}
+            if args.question is not None:
+                changes["question"] = args.question
+            if args.category is not None:
+                changes["category"] = args.category
+            return await entries.supersede_entry(
+                rt, shop_id, entry_id, CLI_ADMIN, answer=args.answer, variants=args.variant,
+                reason=args.reason, **changes)
+        if args.knowledge_cmd == "delete":
+            return await entries.retire_entry(rt, shop_id, entry_id, CLI_ADMIN, args.reason)
+        return await entries.history(rt.pool, shop_id, entry_id)
+
+    _print(asyncio.run(_with_runtime(settings, work, load_model=needs_model)))
+
+
+def cmd_ingest(settings: Settings, args: argparse.Namespace) -> None:
+    from knowledge.documents import ingest_document
+
+    async def work(rt: Runtime) -> Any:
+        shop_id = (await shops.get_shop(rt.pool, args.shop)).id
+        results = []
+        for path in args.files:
+            file = Path(path)
+            data = await asyncio.to_thread(file.read_bytes)
+            result = await ingest_document(rt, shop_id, file.name, data, None,
+                                           CLI_ADMIN)
+            results.append({"document": result.document.name, "changed": result.changed,
+                            "chunks_added": result.chunks_added,
+                            "chunks_retired": result.chunks_retired})
+        return results
+
+    _print(asyncio.run(_with_runtime(settings, work, load_model=True)))
+
+
+def cmd_demo(settings: Settings, args: argparse.Namespace) -> None:
+    from knowledge.demo import load_demo
+
+    async def work(rt: Runtime) -> Any:
+        demo = await load_demo(rt)
+        return {"shop_id": demo.shop_id, "key_file": str(demo.key_file)}
+
+    _print(asyncio.run(_with_runtime(settings, work, load_model=True)))
+
+
+def cmd_jobs(settings: Settings, args: argparse.Namespace) -> None:
+    from jobs.scheduler import run_job
+
+    async def work(rt: Runtime) -> Any:
+        return await run_job(rt, args.job)
+
+    print(asyncio.run(_with_runtime(settings, work, load_model=True)))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="learnkb", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the HTTP API (and the batch jobs)")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--demo", action="store_true", help="load the demo shop and its key")
+    serve.add_argument("--no-jobs", action="store_true", help="leave jobs to `learnkb worker`")
+    serve.set_defaults(func=cmd_serve)
+
+    sub.add_parser("worker", help="run the batch jobs only").set_defaults(func=cmd_worker)
+    sub.add_parser("migrate", help="apply pending migrations").set_defaults(func=cmd_migrate)
+    sub.add_parser("demo", help="load the demo shop").set_defaults(func=cmd_demo)
+
+    shops_p = sub.add_parser("shops", help="create and list shops")
+    shops_sub = shops_p.add_subparsers(dest="shops_cmd", required=True)
+    create = shops_sub.add_parser("create")
+    create.add_argument("slug")
+    create.add_argument("--name")
+    shops_sub.add_parser("list")
+    shops_p.set_defaults(func=cmd_shops)
+
+    keys_p = sub.add_parser("keys", help="create, list and revoke API keys")
+    keys_sub = keys_p.add_subparsers(dest="keys_cmd", required=True)
+    kc = keys_sub.add_parser("create")
+    kc.add_argument("--role", required=True, choices=[r.value for r in Role])
+    kc.add_argument("--shop", help="shop id or slug (owner and bot keys)")
+    kc.add_argument("--name")
+    kl = keys_sub.add_parser("list")
+    kl.add_argument("--shop")
+    kr = keys_sub.add_parser("revoke")
+    kr.add_argument("key_id")
+    keys_p.set_defaults(func=cmd_keys)
+
+    kn = sub.add_parser("knowledge", help="add, list, update, delete entries; history")
+    kn_sub = kn.add_subparsers(dest="knowledge_cmd", required=True)
+    add = kn_sub.add_parser("add")
+    add.add_argument("--question")
+    add.add_argument("--answer", required=True)
+    add.add_argument("--variant", action="append")
+    add.add_argument("--category")
+    lst = kn_sub.add_parser("list")
+    lst.add_argument("--limit", type=int, default=50)
+    upd = kn_sub.add_parser("update")
+    upd.add_argument("entry_id")
+    upd.add_argument("--question")
+    upd.add_argument("--answer")
+    upd.add_argument("--variant", action="append")
+    upd.add_argument("--category")
+    upd.add_argument("--reason")
+    dele = kn_sub.add_parser("delete")
+    dele.add_argument("entry_id")
+    dele.add_argument("--reason")
+    hist = kn_sub.add_parser("history")
+    hist.add_argument("entry_id")
+    for p in (add, lst, upd, dele, hist):
+        p.add_argument("--shop", required=True, help="shop id or slug")
+    kn.set_defaults(func=cmd_knowledge)
+
+    ing = sub.add_parser("ingest", help="ingest documents into a shop's knowledge")
+    ing.add_argument("files", nargs="+")
+    ing.add_argument("--shop", required=True)
+    ing.set_defaults(func=cmd_ingest)
+
+    jobs_p = sub.add_parser("jobs", help="run a batch job once")
+    jobs_sub = jobs_p.add_subparsers(dest="jobs_cmd", required=True)
+    run = jobs_sub.add_parser("run")
+    run.add_argument("job")
+    jobs_p.set_defaults(func=cmd_jobs)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        logging.basicConfig(level=settings.log_level.upper(),
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        args.func(settings, args)
+    except LearnkbError as exc:
+        print(f"learnkb: {exc.detail}", file=sys.stderr)
+        raise SystemExit(2) from exc
+
+
+if __name__ == "__main__":
+    main()

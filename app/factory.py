@@ -1,0 +1,70 @@
+"""The Litestar app factory: settings in, a ready app out."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import SwaggerRenderPlugin
+
+from app.auth import provide_principal
+from app.controllers.answers import AnswerController
+from app.controllers.api_keys import KeyController
+from app.controllers.documents import document_controller
+from app.controllers.health import HealthController
+from app.controllers.knowledge_entries import KnowledgeController
+from app.controllers.shops import ShopController
+from app.problems import EXCEPTION_HANDLERS
+from knowledge.runtime import Runtime, open_runtime
+from knowledge.settings import Settings
+
+log = logging.getLogger(__name__)
+
+StartHook = Callable[[Runtime], Awaitable[Callable[[], Awaitable[None]] | None]]
+
+
+def create_app(settings: Settings, *, runtime: Runtime | None = None,
+               on_start: list[StartHook] | None = None) -> Litestar:
+    """Build the app. With `runtime` the caller owns it (tests share one); otherwise the app
+    opens its own at start-up and closes it at shutdown. `on_start` hooks run once the runtime
+    is open (the demo loader, the job scheduler) and may return a stop callback."""
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        rt = runtime or await open_runtime(settings)
+        app.state["runtime"] = rt
+        stops = []
+        try:
+            for hook in on_start or []:
+                stop = await hook(rt)
+                if stop is not None:
+                    stops.append(stop)
+            yield
+        finally:
+            for stop in reversed(stops):
+                await stop()
+            if runtime is None:
+                await rt.close()
+
+    return Litestar(
+        route_handlers=[HealthController, AnswerController, KnowledgeController,
+                        document_controller(settings.max_document_bytes), ShopController,
+                        KeyController],
+        dependencies={"principal": Provide(provide_principal)},
+        exception_handlers=EXCEPTION_HANDLERS,
+        lifespan=[lifespan],
+        state=State({"settings": settings}),
+        request_max_body_size=settings.max_request_bytes,
+        openapi_config=OpenAPIConfig(
+            title="learnkb", version="0.1.0", path="/schema",
+            description="A self-learning knowledge base for shops' customer-service bots. "
+                        "Authenticate with `Authorization: Bearer <API key>`.",
+            render_plugins=[SwaggerRenderPlugin()],
+        ),
+        debug=False,
+    )

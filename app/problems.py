@@ -1,0 +1,76 @@
+"""Every error as RFC 9457 problem details, mapped once from knowledge's exception hierarchy."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from litestar import MediaType, Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+
+from knowledge.errors import LearnkbError
+
+log = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+_SLUGS = {400: "bad-request", 401: "unauthorized", 403: "forbidden", 404: "not-found",
+          405: "method-not-allowed", 409: "conflict", 413: "content-too-large",
+          415: "unsupported-media-type", 422: "invalid-input", 429: "too-many-requests",
+          500: "internal-error", 503: "unavailable"}
+
+
+def problem(request: Request[Any, Any, Any], status: int, title: str, detail: str,
+            **extra: Any) -> Response[dict[str, Any]]:
+    body: dict[str, Any] = {
+        "type": f"https://learnkb.dev/problems/{_SLUGS.get(status, str(status))}",
+        "title": title, "status": status, "detail": detail, "instance": request.url.path,
+    }
+    body.update({k: v for k, v in extra.items() if v is not None})
+    headers = {"WWW-Authenticate": 'Bearer realm="learnkb"'} if status == 401 else None
+    return Response(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def learnkb_error(request: Request[Any, Any, Any], exc: LearnkbError) -> Response[Any]:
+    if exc.status >= 500:
+        log.error("%s: %s", type(exc).__name__, exc.detail)
+    return problem(request, exc.status, exc.title, exc.detail, **exc.extra)
+
+
+def validation_error(request: Request[Any, Any, Any],
+                     exc: ValidationException) -> Response[Any]:
+    errors = exc.extra if isinstance(exc.extra, list) else None
+    detail = exc.detail or "the request is not valid"
+    if errors:
+        detail = "; ".join(f"{e.get('key') or 'body'}: {e.get('message')}"
+                           for e in errors if isinstance(e, dict)) or detail
+    return problem(request, 422, "Invalid input", detail, errors=errors)
+
+
+def http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    status = exc.status_code
+    detail = exc.detail or "error"
+    extra: dict[str, Any] = {}
+    if status == 413:
+        settings = request.app.state.settings
+        limit = (settings.max_document_bytes if request.url.path.startswith("/v1/documents")
+                 else settings.max_request_bytes)
+        detail = f"the request body is larger than the limit of {limit} bytes"
+        extra["limit"] = limit
+    return problem(request, status, _SLUGS.get(status, "error").replace("-", " ").capitalize(),
+                   detail, **extra)
+
+
+def unexpected_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return problem(request, 500, "Internal error",
+                   "an unexpected error happened on our side and was logged")
+
+
+EXCEPTION_HANDLERS: dict[Any, Any] = {
+    LearnkbError: learnkb_error,
+    ValidationException: validation_error,
+    HTTPException: http_error,
+    Exception: unexpected_error,
+}
+
+__all__ = ["EXCEPTION_HANDLERS", "PROBLEM_JSON", "MediaType", "problem"]

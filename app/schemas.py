@@ -1,0 +1,223 @@
+"""msgspec structs at the HTTP edge: what callers send and what they get back."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+from uuid import UUID
+
+import msgspec
+from msgspec import Meta, Struct
+
+from knowledge.documents import Document, IngestResult
+from knowledge.entries import Entry
+from knowledge.keys import ApiKey
+from knowledge.retrieval import Candidate
+from knowledge.shops import Shop
+
+# Hard caps that bound parsing work; the tighter, configurable limits are checked in knowledge/.
+Text = Annotated[str, Meta(max_length=100_000)]
+ShortText = Annotated[str, Meta(max_length=200)]
+Label = Annotated[str, Meta(max_length=100)]
+Variants = Annotated[list[Annotated[str, Meta(max_length=100_000)]], Meta(max_length=50)]
+Metadata = Annotated[dict[str, Any], Meta(max_length=50)]
+
+
+class AnswerIn(Struct, forbid_unknown_fields=True):
+    question: Annotated[str, Meta(min_length=1, max_length=100_000)]
+    conversation_id: ShortText | None = None
+    user_id: ShortText | None = None
+    channel: Annotated[str, Meta(min_length=1, max_length=50)] = "chat"
+    ab_variant: Annotated[str, Meta(max_length=50)] | None = None
+    metadata: Metadata = msgspec.field(default_factory=dict)
+
+
+class SourceOut(Struct):
+    entry_id: UUID
+    knowledge_id: UUID
+    version: int
+    question: str | None
+    answer: str
+    category: str | None
+    source: str
+    document_id: UUID | None
+    score: float
+    similarity: float | None
+    vector_rank: int | None
+    lexical_rank: int | None
+
+    @classmethod
+    def of(cls, c: Candidate) -> SourceOut:
+        e = c.entry
+        return cls(entry_id=e.entry_id, knowledge_id=e.id, version=e.version,
+                   question=e.question, answer=e.answer, category=e.category, source=e.source,
+                   document_id=e.document_id, score=round(c.score, 6),
+                   similarity=None if c.similarity is None else round(c.similarity, 4),
+                   vector_rank=c.vector_rank, lexical_rank=c.lexical_rank)
+
+
+class AnswerOut(Struct):
+    turn_id: UUID
+    conversation_id: str
+    tier: str
+    confidence: float
+    answer: str
+    fallback: bool
+    sources: list[SourceOut]
+    options: list[SourceOut]
+    latency_ms: float
+
+
+class SearchOut(Struct):
+    query: str
+    results: list[SourceOut]
+    path: str
+
+
+class EntryIn(Struct, forbid_unknown_fields=True):
+    answer: Text
+    question: Text | None = None
+    variants: Variants = msgspec.field(default_factory=list)
+    category: Label | None = None
+    metadata: Metadata = msgspec.field(default_factory=dict)
+
+
+class EntryPatch(Struct, forbid_unknown_fields=True):
+    answer: Text | None = None
+    question: Text | None = None
+    variants: Variants | None = None
+    category: Label | None = None
+    metadata: Metadata | None = None
+    reason: Annotated[str, Meta(max_length=1_000)] | None = None
+    expected_version: Annotated[int, Meta(ge=1)] | None = None
+
+
+class EntryOut(Struct):
+    entry_id: UUID
+    id: UUID
+    version: int
+    shop_id: int
+    question: str | None
+    variants: list[str]
+    answer: str
+    category: str | None
+    source: str
+    document_id: UUID | None
+    metadata: dict[str, Any]
+    live: bool
+    created_by: str | None
+    change_reason: str | None
+    valid_from: datetime
+    valid_to: datetime | None
+    supersedes: UUID | None
+    superseded_by: UUID | None
+
+    @classmethod
+    def of(cls, e: Entry) -> EntryOut:
+        return cls(entry_id=e.entry_id, id=e.id, version=e.version, shop_id=e.shop_id,
+                   question=e.question, variants=e.variants, answer=e.answer,
+                   category=e.category, source=e.source, document_id=e.document_id,
+                   metadata=e.metadata, live=e.live, created_by=e.created_by,
+                   change_reason=e.change_reason, valid_from=e.valid_from, valid_to=e.valid_to,
+                   supersedes=e.supersedes, superseded_by=e.superseded_by)
+
+
+class EntryPage(Struct):
+    items: list[EntryOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class DocumentOut(Struct):
+    id: UUID
+    shop_id: int
+    name: str
+    media_type: str
+    content_hash: str
+    byte_size: int
+    chunk_count: int
+    version: int
+    created_at: datetime
+    updated_at: datetime
+    deleted_at: datetime | None
+
+    @classmethod
+    def of(cls, d: Document) -> DocumentOut:
+        return cls(id=d.id, shop_id=d.shop_id, name=d.name, media_type=d.media_type,
+                   content_hash=d.content_hash, byte_size=d.byte_size,
+                   chunk_count=d.chunk_count, version=d.version, created_at=d.created_at,
+                   updated_at=d.updated_at, deleted_at=d.deleted_at)
+
+
+class IngestOut(Struct):
+    document: DocumentOut
+    changed: bool
+    chunks_added: int
+    chunks_retired: int
+
+    @classmethod
+    def of(cls, r: IngestResult) -> IngestOut:
+        return cls(DocumentOut.of(r.document), r.changed, r.chunks_added, r.chunks_retired)
+
+
+class ShopIn(Struct, forbid_unknown_fields=True):
+    slug: Annotated[str, Meta(min_length=1, max_length=63)]
+    name: Annotated[str, Meta(min_length=1, max_length=200)]
+
+
+class ShopPatch(Struct, forbid_unknown_fields=True):
+    name: Annotated[str, Meta(min_length=1, max_length=200)] | None = None
+    auto_approve_threshold: Annotated[int, Meta(ge=0, le=100)] | None = None
+    answer_threshold: Annotated[float, Meta(ge=0, le=1)] | None = None
+    options_threshold: Annotated[float, Meta(ge=0, le=1)] | None = None
+
+
+class ShopOut(Struct):
+    id: int
+    slug: str
+    name: str
+    auto_approve_threshold: int
+    answer_threshold: float
+    options_threshold: float
+    created_at: datetime
+
+    @classmethod
+    def of(cls, s: Shop) -> ShopOut:
+        return cls(id=s.id, slug=s.slug, name=s.name,
+                   auto_approve_threshold=s.auto_approve_threshold,
+                   answer_threshold=round(s.answer_threshold, 4),
+                   options_threshold=round(s.options_threshold, 4), created_at=s.created_at)
+
+
+class KeyIn(Struct, forbid_unknown_fields=True):
+    role: Annotated[str, Meta(pattern="^(admin|owner|bot)$")]
+    shop: Annotated[str, Meta(max_length=63)] | None = None
+    name: ShortText = ""
+
+
+class KeyOut(Struct):
+    id: UUID
+    role: str
+    shop_id: int | None
+    name: str
+    prefix: str
+    created_at: datetime
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+
+    @classmethod
+    def of(cls, k: ApiKey) -> KeyOut:
+        return cls(id=k.id, role=k.role.value, shop_id=k.shop_id, name=k.name, prefix=k.prefix,
+                   created_at=k.created_at, revoked_at=k.revoked_at,
+                   last_used_at=k.last_used_at)
+
+
+class NewKeyOut(Struct):
+    key: KeyOut
+    secret: str
+
+
+class Health(Struct):
+    status: str
+    checks: dict[str, str] = msgspec.field(default_factory=dict)

@@ -1,0 +1,1 @@
+"""learnkb's domain and storage: embedding, ingestion, retrieval, answering, learning, SQL."""

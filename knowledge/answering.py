@@ -1,0 +1,199 @@
+"""Answering a bot's question: retrieve, judge confidence, compose in the shop's tone, log."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from knowledge import tone
+from knowledge.db import Conn, Vector
+from knowledge.errors import Invalid
+from knowledge.retrieval import Candidate, search
+from knowledge.runtime import Runtime
+from knowledge.shops import Shop
+
+# Cosine similarity below FLOOR is no evidence at all; at FULL the match is certain. Between them
+# confidence rises linearly: with the default tiers 0.50 offers options and 0.65 answers.
+SIMILARITY_FLOOR = 0.30
+SIMILARITY_FULL = 0.80
+# A lead of MARGIN_FULL in similarity over the runner-up closes MARGIN_WEIGHT of the remaining gap.
+MARGIN_FULL = 0.3
+MARGIN_WEIGHT = 0.3
+# What a full match of the question's rare words (a product code, a name) is worth on its own.
+LEXICAL_WEIGHT = 0.6
+# A question this close to an earlier one in the same conversation is the same question again.
+REPEAT_DISTANCE = 0.12
+OPTIONS_SHOWN = 3
+
+COUNT_REPEATS = """
+SELECT count(*) FROM conversation_memory
+WHERE shop_id = $1 AND conversation_id = $2
+  AND created_at > now() - interval '2 hours'
+  AND embedding <=> $3 < $4
+"""
+LOG_TURN = """
+WITH turn AS (
+    INSERT INTO conversation_memory (id, shop_id, conversation_id, user_id, channel, question,
+                                     answer, tier, confidence, sources, embedding, metadata)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+    RETURNING id
+)
+INSERT INTO response_analytics (shop_id, conversation_id, response_text, response_type,
+                                response_time_ms, ab_test_variant, metrics)
+SELECT $2, id, $7, $8, $13, $14, $15 FROM turn
+"""
+OPEN_HANDOVER = """
+INSERT INTO learning_queue (shop_id, source_type, source_id, kind, question, embedding,
+                            confidence_score, priority, metadata)
+VALUES ($1, 'handover', $2, 'gap', $3, $4, 50, 'high', $5)
+"""
+
+
+@dataclass(slots=True)
+class Question:
+    text: str
+    conversation_id: str | None = None
+    user_id: str | None = None
+    channel: str = "chat"
+    ab_variant: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    turn_id: uuid.UUID
+    conversation_id: str
+    tier: str                     # answer | options | clarify | fallback | handover
+    confidence: float
+    text: str
+    sources: list[Candidate]
+    options: list[Candidate]
+    repeats: int
+    timings: dict[str, float]
+
+
+def confidence_of(best: Candidate | None, runner_up: Candidate | None = None) -> float:
+    """How sure the evidence makes us that `best` answers the question, in [0, 1].
+
+    Similarity sets the base; a clear lead over the next entry adds to it (a question close to
+    one entry and far from all others is less ambiguous than one close to several); a match of
+    the question's rare words adds independent evidence.
+    """
+    if best is None:
+        return 0.0
+    similarity = best.similarity if best.similarity is not None else 0.0
+    semantic = min(1.0, max(0.0, (similarity - SIMILARITY_FLOOR)
+                            / (SIMILARITY_FULL - SIMILARITY_FLOOR)))
+    second = runner_up.similarity if runner_up and runner_up.similarity is not None else 0.0
+    margin = max(0.0, similarity - second) if semantic > 0 else 0.0
+    semantic += (1.0 - semantic) * MARGIN_WEIGHT * min(1.0, margin / MARGIN_FULL)
+    lexical = LEXICAL_WEIGHT * best.lexical_coverage
+    return round(1.0 - (1.0 - semantic) * (1.0 - lexical), 4)
+
+
+def is_fallback(best: Candidate | None, floor: float) -> bool:
+    """Nothing near enough and no rare word in common: there is no answer to offer."""
+    if best is None:
+        return True
+    near = best.similarity is not None and best.similarity >= floor
+    return not near and best.lexical_coverage == 0.0
+
+
+def choose_tier(confidence: float, shop: Shop, repeats: int, fallback: bool) -> str:
+    if repeats >= 3:
+        return "handover"
+    if fallback:
+        return "fallback"
+    if repeats == 2:
+        return "options"
+    if repeats == 1:
+        return "clarify"
+    if confidence >= shop.answer_threshold:
+        return "answer"
+    if confidence >= shop.options_threshold:
+        return "options"
+    return "clarify"
+
+
+def compose(tier: str, question: str, candidates: list[Candidate], repeats: int) -> str:
+    entries = [c.entry for c in candidates[:OPTIONS_SHOWN]]
+    if tier == "answer":
+        return tone.answer(question, entries[0])
+    if tier == "options":
+        return tone.options(entries)
+    if tier == "clarify":
+        return tone.repeated(entries) if repeats else tone.clarify(entries)
+    if tier == "handover":
+        return tone.handover()
+    return tone.fallback()
+
+
+async def _count_repeats(rt: Runtime, shop_id: int, conversation_id: str | None,
+                         vector: Vector) -> int:
+    if conversation_id is None:
+        return 0
+    async with rt.pool.acquire() as conn:
+        return int(await conn.fetchval(COUNT_REPEATS, shop_id, conversation_id, vector,
+                                       REPEAT_DISTANCE))
+
+
+def _source_json(c: Candidate) -> dict[str, Any]:
+    return {"entry_id": str(c.entry.entry_id), "knowledge_id": str(c.entry.id),
+            "score": round(c.score, 6), "similarity": c.similarity}
+
+
+async def answer_question(rt: Runtime, shop: Shop, q: Question) -> Answer:
+    """Answer one question for a shop and log the turn."""
+    started = time.perf_counter()
+    text = q.text.strip()
+    if not text:
+        raise Invalid("the question is empty", field="question")
+    if len(text) > rt.settings.max_question_chars:
+        raise Invalid(f"the question is longer than {rt.settings.max_question_chars} characters",
+                      field="question", limit=rt.settings.max_question_chars)
+    vector = await rt.embedder.embed(text)
+    embedded = time.perf_counter()
+    result, repeats = await asyncio.gather(
+        search(rt, shop.id, text, vector, limit=OPTIONS_SHOWN + 2),
+        _count_repeats(rt, shop.id, q.conversation_id, vector),
+    )
+    best = result.candidates[0] if result.candidates else None
+    runner_up = result.candidates[1] if len(result.candidates) > 1 else None
+    confidence = confidence_of(best, runner_up)
+    fallback = is_fallback(best, rt.settings.fallback_min_similarity)
+    tier = choose_tier(confidence, shop, repeats, fallback)
+    floor = rt.settings.fallback_min_similarity
+    relevant = [c for c in result.candidates if not is_fallback(c, floor)]
+    reply = compose(tier, text, relevant, repeats)
+    sources = relevant[:1] if tier == "answer" else relevant[:OPTIONS_SHOWN]
+    options = relevant[:OPTIONS_SHOWN] if tier in {"options", "clarify"} else []
+    turn_id = uuid.uuid4()
+    conversation_id = q.conversation_id or str(uuid.uuid4())
+    finished = time.perf_counter()
+    timings = {"embed_ms": (embedded - started) * 1000, "sql_ms": result.sql_ms,
+               "total_ms": (finished - started) * 1000}
+    metrics = {"confidence": confidence, "path": result.path, "repeats": repeats,
+               "sources": [_source_json(c) for c in sources], **{
+                   k: round(v, 3) for k, v in timings.items()}}
+    async with rt.pool.acquire() as conn:
+        await _log_turn(conn, shop.id, turn_id, conversation_id, q, reply, tier, confidence,
+                        sources, vector, metrics, int(timings["total_ms"]))
+        if tier == "handover":
+            await conn.execute(OPEN_HANDOVER, shop.id, turn_id, text, vector,
+                               {"conversation_id": conversation_id, "repeats": repeats})
+    return Answer(turn_id=turn_id, conversation_id=conversation_id, tier=tier,
+                  confidence=confidence, text=reply, sources=sources, options=options,
+                  repeats=repeats, timings=timings)
+
+
+async def _log_turn(conn: Conn, shop_id: int, turn_id: uuid.UUID,
+                    conversation_id: str, q: Question, reply: str, tier: str,
+                    confidence: float, sources: list[Candidate], vector: Vector,
+                    metrics: dict[str, Any], latency_ms: int) -> None:
+    await conn.execute(
+        LOG_TURN, turn_id, shop_id, conversation_id, q.user_id, q.channel, q.text, reply, tier,
+        confidence, [_source_json(c) for c in sources], vector, q.metadata, latency_ms,
+        q.ab_variant, metrics)

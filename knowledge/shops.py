@@ -1,0 +1,126 @@
+"""Shops and their settings (thresholds with validated ranges)."""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from knowledge.db import Queryable
+from knowledge.errors import Conflict, Invalid, NotFound
+
+SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Shop:
+    id: int
+    slug: str
+    name: str
+    auto_approve_threshold: int
+    answer_threshold: float
+    options_threshold: float
+    created_at: datetime
+
+
+_COLUMNS = ("id, slug, name, auto_approve_threshold, answer_threshold, options_threshold, "
+            "created_at")
+
+INSERT_SHOP = f"INSERT INTO shops (slug, name) VALUES ($1, $2) RETURNING {_COLUMNS}"
+SELECT_SHOP_BY_ID = f"SELECT {_COLUMNS} FROM shops WHERE id = $1"
+SELECT_SHOP_BY_SLUG = f"SELECT {_COLUMNS} FROM shops WHERE slug = $1"
+SELECT_SHOPS = f"SELECT {_COLUMNS} FROM shops ORDER BY id LIMIT $1 OFFSET $2"
+UPDATE_SHOP = f"""
+UPDATE shops SET name = coalesce($2, name),
+                 auto_approve_threshold = coalesce($3, auto_approve_threshold),
+                 answer_threshold = coalesce($4, answer_threshold),
+                 options_threshold = coalesce($5, options_threshold)
+WHERE id = $1
+RETURNING {_COLUMNS}
+"""
+
+
+def _shop(row: asyncpg.Record) -> Shop:
+    return Shop(**dict(row))
+
+
+def validate_slug(slug: str) -> str:
+    if not SLUG.match(slug):
+        raise Invalid("a shop slug is 1-63 lowercase letters, digits or dashes, starting with a "
+                      "letter or digit", field="slug", value=slug)
+    return slug
+
+
+async def create_shop(conn: Queryable, slug: str, name: str) -> Shop:
+    validate_slug(slug)
+    if not 1 <= len(name) <= 200:
+        raise Invalid("a shop name is 1 to 200 characters", field="name", limit=200)
+    try:
+        row = await conn.fetchrow(INSERT_SHOP, slug, name)
+    except asyncpg.UniqueViolationError as exc:
+        raise Conflict(f"a shop with slug {slug!r} already exists") from exc
+    assert row is not None
+    return _shop(row)
+
+
+async def get_shop(conn: Queryable, ref: int | str) -> Shop:
+    """A shop by numeric id or slug."""
+    if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
+        row = await conn.fetchrow(SELECT_SHOP_BY_ID, int(ref))
+    else:
+        row = await conn.fetchrow(SELECT_SHOP_BY_SLUG, ref)
+    if row is None:
+        raise NotFound(f"no shop {ref!r}")
+    return _shop(row)
+
+
+async def list_shops(conn: Queryable, limit: int = 100,
+                     offset: int = 0) -> list[Shop]:
+    return [_shop(r) for r in await conn.fetch(SELECT_SHOPS, limit, offset)]
+
+
+async def update_shop(conn: Queryable, shop_id: int,
+                      **changes: Any) -> Shop:
+    """Change a shop's name or thresholds; every value is range-checked, none is dropped."""
+    current = await get_shop(conn, shop_id)
+    auto = changes.get("auto_approve_threshold")
+    if auto is not None and not 0 <= auto <= 100:
+        raise Invalid("auto_approve_threshold is between 0 and 100",
+                      field="auto_approve_threshold", minimum=0, maximum=100)
+    answer = changes.get("answer_threshold")
+    options = changes.get("options_threshold")
+    for name, value in (("answer_threshold", answer), ("options_threshold", options)):
+        if value is not None and not 0.0 <= value <= 1.0:
+            raise Invalid(f"{name} is between 0 and 1", field=name, minimum=0, maximum=1)
+    new_answer = current.answer_threshold if answer is None else answer
+    new_options = current.options_threshold if options is None else options
+    if new_options > new_answer:
+        raise Invalid("options_threshold may not exceed answer_threshold",
+                      field="options_threshold", maximum=new_answer)
+    row = await conn.fetchrow(UPDATE_SHOP, shop_id, changes.get("name"), auto, answer, options)
+    assert row is not None
+    return _shop(row)
+
+
+class ShopCache:
+    """Shops by id for the answer path, re-read after a few seconds so changes show up."""
+
+    def __init__(self, ttl_seconds: float = 5.0) -> None:
+        self.ttl = ttl_seconds
+        self._shops: dict[int, tuple[Shop, float]] = {}
+
+    async def get(self, conn: Queryable, shop_id: int) -> Shop:
+        now = time.monotonic()
+        hit = self._shops.get(shop_id)
+        if hit is not None and hit[1] > now:
+            return hit[0]
+        shop = await get_shop(conn, shop_id)
+        self._shops[shop_id] = (shop, now + self.ttl)
+        return shop
+
+    def forget(self, shop_id: int) -> None:
+        self._shops.pop(shop_id, None)
