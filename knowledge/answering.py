@@ -15,15 +15,12 @@ from knowledge.retrieval import Candidate, search
 from knowledge.runtime import Runtime
 from knowledge.shops import Shop
 
-# Cosine similarity below FLOOR is no evidence at all; at FULL the match is certain. Between them
-# confidence rises linearly: with the default tiers 0.50 offers options and 0.65 answers.
-SIMILARITY_FLOOR = 0.30
-SIMILARITY_FULL = 0.80
-# A lead of MARGIN_FULL in similarity over the runner-up closes MARGIN_WEIGHT of the remaining gap.
+# A lead of MARGIN_FULL in evidence over the runner-up closes MARGIN_WEIGHT of the remaining
+# gap; a lead under AMBIGUOUS_MARGIN takes up to AMBIGUITY_PENALTY of the runner-up's evidence off.
 MARGIN_FULL = 0.3
 MARGIN_WEIGHT = 0.3
-# What a full match of the question's rare words (a product code, a name) is worth on its own.
-LEXICAL_WEIGHT = 0.6
+AMBIGUOUS_MARGIN = 0.1
+AMBIGUITY_PENALTY = 0.5
 # A question this close to an earlier one in the same conversation is the same question again.
 REPEAT_DISTANCE = 0.12
 OPTIONS_SHOWN = 3
@@ -78,20 +75,18 @@ class Answer:
 def confidence_of(best: Candidate | None, runner_up: Candidate | None = None) -> float:
     """How sure the evidence makes us that `best` answers the question, in [0, 1].
 
-    Similarity sets the base; a clear lead over the next entry adds to it (a question close to
-    one entry and far from all others is less ambiguous than one close to several); a match of
-    the question's rare words adds independent evidence.
+    The best entry's evidence (meaning and rare words) sets the base; a clear lead over the next
+    entry adds to it, a near tie takes from it.
     """
     if best is None:
         return 0.0
-    similarity = best.similarity if best.similarity is not None else 0.0
-    semantic = min(1.0, max(0.0, (similarity - SIMILARITY_FLOOR)
-                            / (SIMILARITY_FULL - SIMILARITY_FLOOR)))
-    second = runner_up.similarity if runner_up and runner_up.similarity is not None else 0.0
-    margin = max(0.0, similarity - second) if semantic > 0 else 0.0
-    semantic += (1.0 - semantic) * MARGIN_WEIGHT * min(1.0, margin / MARGIN_FULL)
-    lexical = LEXICAL_WEIGHT * best.lexical_coverage
-    return round(1.0 - (1.0 - semantic) * (1.0 - lexical), 4)
+    first = best.evidence
+    second = runner_up.evidence if runner_up is not None else 0.0
+    margin = max(0.0, first - second)
+    boost = (1.0 - first) * MARGIN_WEIGHT * min(1.0, margin / MARGIN_FULL)
+    # Two entries about equally supported: picking one would be a guess, so offer both.
+    tie = AMBIGUITY_PENALTY * second * max(0.0, 1.0 - margin / AMBIGUOUS_MARGIN)
+    return round(min(1.0, max(0.0, first + boost - tie)), 4)
 
 
 def is_fallback(best: Candidate | None, floor: float) -> bool:

@@ -12,6 +12,23 @@ from knowledge.db import Queryable, Vector
 from knowledge.entries import COLUMN_NAMES, Entry, entry_from_row
 from knowledge.runtime import Runtime
 
+# Cosine similarity below FLOOR is no evidence at all; at FULL the match is certain.
+SIMILARITY_FLOOR = 0.30
+SIMILARITY_FULL = 0.80
+# What a full match of the question's rare words is worth on its own, and what matching every
+# identifier in it (a product code, a model number) is worth.
+LEXICAL_WEIGHT = 0.6
+IDENTIFIER_WEIGHT = 0.8
+_IDENTIFIER_FACTOR = 3.0
+
+
+def _is_identifier(lexeme: str) -> bool:
+    return any(ch.isdigit() for ch in lexeme)
+
+
+def _weight(lexeme: str) -> float:
+    return _IDENTIFIER_FACTOR if _is_identifier(lexeme) else 1.0
+
 # Vectors fetched before grouping by entry: several variants of one entry may all be near.
 _VECTORS_PER_CANDIDATE = 3
 
@@ -64,10 +81,10 @@ candidates AS (
     FROM vec FULL JOIN fts ON vec.entry_id = fts.entry_id
 )
 SELECT c.distance, c.hits, c.score AS lexical_score,
-       CASE WHEN c.score IS NULL THEN 0 ELSE (
-           SELECT count(*) FROM unnest(tsvector_to_array(kb.search_tsv)) AS l
+       CASE WHEN c.score IS NULL THEN '{{}}'::text[] ELSE ARRAY(
+           SELECT l FROM unnest(tsvector_to_array(kb.search_tsv)) AS l
            WHERE l = ANY(q.lexemes)) END AS lexemes_matched,
-       coalesce(cardinality(q.lexemes), 0) AS lexemes_asked,
+       coalesce(q.lexemes, '{{}}'::text[]) AS lexemes_asked,
        {entry_columns}
 FROM candidates AS c
 JOIN knowledge_base_rag AS kb ON kb.entry_id = c.entry_id AND kb.valid_to IS NULL
@@ -98,15 +115,39 @@ class Candidate:
     vector_hits: int              # how many of its vectors were among the nearest
     lexical_score: float | None
     lexical_rank: int | None
-    lexemes_matched: int
-    lexemes_asked: int
+    lexemes_matched: tuple[str, ...]
+    lexemes_asked: tuple[str, ...]
     score: float                  # the fused (reciprocal rank) score
 
     @property
     def lexical_coverage(self) -> float:
+        """How much of the question's rare-word content this entry contains, in [0, 1].
+
+        Identifiers (product codes, model numbers) name the thing asked about, so they weigh
+        more than words, and matching all of them is strong evidence on its own.
+        """
         if not self.lexemes_asked or self.lexical_score is None:
             return 0.0
-        return min(1.0, self.lexemes_matched / self.lexemes_asked)
+        matched = set(self.lexemes_matched)
+        asked = sum(_weight(x) for x in self.lexemes_asked)
+        found = sum(_weight(x) for x in self.lexemes_asked if x in matched)
+        coverage = LEXICAL_WEIGHT * found / asked
+        identifiers = [x for x in self.lexemes_asked if _is_identifier(x)]
+        if identifiers and all(x in matched for x in identifiers):
+            coverage = max(coverage, IDENTIFIER_WEIGHT)
+        return coverage
+
+    @property
+    def semantic(self) -> float:
+        """Similarity rescaled so SIMILARITY_FLOOR is no evidence and SIMILARITY_FULL is full."""
+        similarity = self.similarity if self.similarity is not None else 0.0
+        return min(1.0, max(0.0, (similarity - SIMILARITY_FLOOR)
+                            / (SIMILARITY_FULL - SIMILARITY_FLOOR)))
+
+    @property
+    def evidence(self) -> float:
+        """Meaning and rare words as independent evidence that this entry is the one, in [0, 1]."""
+        return 1.0 - (1.0 - self.semantic) * (1.0 - self.lexical_coverage)
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +206,13 @@ def cache_of(rt: Runtime) -> RetrievalCache:
 
 
 def fuse(rows: list[asyncpg.Record], rrf_k: int) -> list[Candidate]:
-    """Reciprocal rank fusion of the vector and full-text rankings."""
+    """Fuse the vector and full-text rankings, best first.
+
+    Reciprocal rank fusion scores every candidate from both lists. The final order is by
+    evidence, with the fused score breaking ties: rank fusion alone puts an entry that shares
+    one ordinary word with the question ("arrive") and is ranked second by meaning above the
+    entry that is clearly first by meaning, because it appears in both lists.
+    """
     by_vector = sorted((r for r in rows if r["distance"] is not None),
                        key=lambda r: r["distance"])
     by_text = sorted((r for r in rows if r["lexical_score"] is not None),
@@ -182,9 +229,10 @@ def fuse(rows: list[asyncpg.Record], rrf_k: int) -> list[Candidate]:
             entry=entry_from_row(row), similarity=None if distance is None else 1.0 - distance,
             vector_rank=vr, vector_hits=int(row["hits"] or 0),
             lexical_score=row["lexical_score"], lexical_rank=tr,
-            lexemes_matched=int(row["lexemes_matched"]), lexemes_asked=int(row["lexemes_asked"]),
+            lexemes_matched=tuple(row["lexemes_matched"]),
+            lexemes_asked=tuple(row["lexemes_asked"]),
             score=score))
-    out.sort(key=lambda c: (-c.score, -(c.similarity or 0.0)))
+    out.sort(key=lambda c: (-round(c.evidence, 6), -c.score))
     return out
 
 
