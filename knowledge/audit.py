@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -14,6 +15,12 @@ INSERT_AUDIT = """
 INSERT INTO learning_audit_log (shop_id, actor, actor_key_id, action, subject_type, subject_id,
                                 before, after)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+"""
+INSERT_AUDIT_MANY = """
+INSERT INTO learning_audit_log (shop_id, actor, actor_key_id, action, subject_type, subject_id,
+                                before, after)
+SELECT $1, $2, $3, $4, $5, t.subject_id, t.before, t.after
+FROM unnest($6::uuid[], $7::jsonb[], $8::jsonb[]) AS t(subject_id, before, after)
 """
 SELECT_AUDIT = """
 SELECT id, shop_id, actor, action, subject_type, subject_id, before, after, created_at
@@ -43,6 +50,18 @@ async def record(conn: Queryable, *, shop_id: int | None,
                  after: dict[str, Any] | None = None) -> None:
     await conn.execute(INSERT_AUDIT, shop_id, actor.actor, actor.key_id, action, subject_type,
                        subject_id, before, after)
+
+
+async def record_many(conn: Queryable, *, shop_id: int | None, actor: Principal, action: str,
+                      subject_type: str,
+                      changes: Sequence[tuple[UUID | None, dict[str, Any] | None,
+                                              dict[str, Any] | None]]) -> None:
+    """One audit row per (subject, before, after), in one statement."""
+    if not changes:
+        return
+    subjects, befores, afters = (list(c) for c in zip(*changes, strict=True))
+    await conn.execute(INSERT_AUDIT_MANY, shop_id, actor.actor, actor.key_id, action,
+                       subject_type, subjects, befores, afters)
 
 
 async def list_records(conn: Queryable, shop_id: int,

@@ -66,10 +66,10 @@ async def ensure_database(admin_uri: str, name: str) -> str:
                 await conn.execute(f'CREATE DATABASE "{name}"')
     finally:
         await conn.close()
-    return _with_database(admin_uri, name)
+    return with_database(admin_uri, name)
 
 
-def _with_database(uri: str, name: str) -> str:
+def with_database(uri: str, name: str) -> str:
     head, sep, query = uri.partition("?")
     base = head.rsplit("/", 1)[0]
     return f"{base}/{name}{sep}{query}"
@@ -84,8 +84,17 @@ async def resolve_database_url(settings: Settings) -> tuple[str, EmbeddedPostgre
     return await ensure_database(admin_uri, EMBEDDED_DATABASE), embedded
 
 
-def encode_vector(value: Sequence[float] | Vector) -> bytes:
-    arr = np.asarray(value, dtype=">f4")
+class ArrayItem:
+    """A vector inside a vector[] parameter: asyncpg would take a bare array for a sub-array."""
+
+    __slots__ = ("vector",)
+
+    def __init__(self, vector: Vector) -> None:
+        self.vector = vector
+
+
+def encode_vector(value: Sequence[float] | Vector | ArrayItem) -> bytes:
+    arr = np.asarray(value.vector if isinstance(value, ArrayItem) else value, dtype=">f4")
     return struct.pack(">HH", arr.shape[0], 0) + arr.tobytes()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -12,7 +13,7 @@ import asyncpg
 
 from knowledge import audit
 from knowledge.access import Principal
-from knowledge.db import Conn, Queryable, Vector
+from knowledge.db import ArrayItem, Conn, Queryable, Vector
 from knowledge.errors import Conflict, Invalid, NotFound
 from knowledge.runtime import Runtime
 
@@ -79,6 +80,26 @@ INSERT INTO knowledge_base_rag (id, entry_id, version, shop_id, category, questi
     created_by, change_reason, supersedes)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
 RETURNING {_COLUMNS}
+"""
+# Many versions in one statement: one round trip for a whole batch instead of one per entry.
+INSERT_ENTRIES = f"""
+INSERT INTO knowledge_base_rag (id, entry_id, version, shop_id, category, question, variants,
+    answer, content, embedding, embedding_model, source, document_id, chunk_index, metadata,
+    created_by)
+SELECT t.id, t.entry_id, 1, $1, t.category, t.question,
+       ARRAY(SELECT jsonb_array_elements_text(t.variants::jsonb)), t.answer, t.content, t.embedding,
+       $2, t.source, t.document_id, t.chunk_index, t.metadata, $3
+FROM unnest($4::uuid[], $5::uuid[], $6::text[], $7::text[], $8::text[], $9::text[],
+            $10::text[], $11::vector[], $12::text[], $13::uuid[], $14::integer[], $15::jsonb[])
+     AS t(id, entry_id, category, question, variants, answer, content, embedding, source,
+          document_id, chunk_index, metadata)
+RETURNING {_COLUMNS}
+"""
+INSERT_VECTORS = """
+INSERT INTO knowledge_vectors (shop_id, entry_id, knowledge_id, kind, text, embedding)
+SELECT $1, t.entry_id, t.knowledge_id, t.kind, t.text, t.embedding
+FROM unnest($2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::vector[])
+     AS t(entry_id, knowledge_id, kind, text, embedding)
 """
 INSERT_VECTOR = """
 INSERT INTO knowledge_vectors (shop_id, entry_id, knowledge_id, kind, text, embedding)
@@ -227,18 +248,31 @@ async def add_entries(rt: Runtime, shop_id: int, drafts: Sequence[EntryDraft],
     return await _add(conn, rt, shop_id, clean, embedded, actor, audit_action)
 
 
-async def _add(conn: Conn, rt: Runtime, shop_id: int,
-               drafts: Sequence[EntryDraft],
+async def _add(conn: Conn, rt: Runtime, shop_id: int, drafts: Sequence[EntryDraft],
                embedded: Sequence[Sequence[tuple[str, str, Vector]]],
                actor: Principal, audit_action: str) -> list[Entry]:
-    created = []
-    for draft, vectors in zip(drafts, embedded, strict=True):
-        entry = await _insert_version(conn, rt, shop_id, draft, vectors, entry_id=uuid4(),
-                                      version=1, supersedes=None, actor=actor, reason=None)
-        await audit.record(conn, shop_id=shop_id, actor=actor, action=audit_action,
-                           subject_type="knowledge", subject_id=entry.entry_id,
-                           after=entry.summary())
-        created.append(entry)
+    ids = [uuid4() for _ in drafts]
+    entry_ids = [uuid4() for _ in drafts]
+    rows = await conn.fetch(
+        INSERT_ENTRIES, shop_id, rt.embedder.model_name, actor.actor, ids, entry_ids,
+        [d.category for d in drafts], [d.question for d in drafts],
+        # As JSON text: a list of lists would be taken for a two-dimensional array.
+        [json.dumps(d.variants) for d in drafts], [d.answer for d in drafts],
+        [content_of(d) for d in drafts],
+        [ArrayItem(v[0][2]) if v else None for v in embedded],
+        [d.source for d in drafts], [d.document_id for d in drafts],
+        [d.chunk_index for d in drafts], [d.metadata for d in drafts])
+    by_id = {r["id"]: entry_from_row(r) for r in rows}
+    created = [by_id[i] for i in ids]
+    vector_rows = [(e.entry_id, e.id, kind, text, ArrayItem(vector))
+                   for e, vectors in zip(created, embedded, strict=True)
+                   for kind, text, vector in vectors]
+    if vector_rows:
+        columns = list(zip(*vector_rows, strict=True))
+        await conn.execute(INSERT_VECTORS, shop_id, *[list(c) for c in columns])
+    await audit.record_many(conn, shop_id=shop_id, actor=actor, action=audit_action,
+                            subject_type="knowledge",
+                            changes=[(e.entry_id, None, e.summary()) for e in created])
     return created
 
 

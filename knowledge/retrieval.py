@@ -95,6 +95,8 @@ _KB_COLUMNS = ", ".join(f"kb.{name}" for name in COLUMN_NAMES)
 HYBRID_EXACT = _HYBRID_TEMPLATE.format(nearest=_EXACT_NEAREST, entry_columns=_KB_COLUMNS)
 HYBRID_HNSW = _HYBRID_TEMPLATE.format(nearest=_HNSW_NEAREST, entry_columns=_KB_COLUMNS)
 
+# Every vector of a shop, for checking retrieval against brute force.
+EXACT_VECTORS_OF_SHOP = "SELECT entry_id, embedding FROM knowledge_vectors WHERE shop_id = $1"
 COUNT_SHOP_VECTORS = "SELECT count(*) FROM knowledge_vectors WHERE shop_id = $1"
 COMMON_LEXEMES = """
 SELECT coalesce(array_agg(e.lexeme), '{}'::text[])

@@ -1,0 +1,50 @@
+"""The embedder: normalized 384-d vectors, batching across callers, a cache, ONNX == torch."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+
+from knowledge.embedding import Embedder, bundled_model_path
+from knowledge.runtime import Runtime
+
+
+async def test_vectors_are_normalized_and_384_dimensional(runtime: Runtime) -> None:
+    vector = await runtime.embedder.embed("Where is my parcel?")
+    assert vector.shape == (384,)
+    assert abs(float(np.linalg.norm(vector)) - 1.0) < 1e-4
+
+
+async def test_concurrent_requests_share_forward_passes(runtime: Runtime) -> None:
+    stats = runtime.embedder.stats
+    before_batches, before_texts = stats.batches, stats.batched_texts
+    texts = [f"is order number {i} on its way?" for i in range(24)]
+    vectors = await asyncio.gather(*(runtime.embedder.embed(t) for t in texts))
+    assert len(vectors) == 24
+    batches = stats.batches - before_batches
+    assert stats.batched_texts - before_texts == 24
+    assert batches < 24 / 2, batches  # gathered, not one forward pass each
+    alone = runtime.embedder.encode_sync([texts[5]])[0]
+    assert float(np.dot(alone, vectors[5])) > 0.9999
+
+
+async def test_repeated_questions_come_from_the_cache(runtime: Runtime) -> None:
+    stats = runtime.embedder.stats
+    first = await runtime.embedder.embed("Do you deliver on Sundays?")
+    hits = stats.cache_hits
+    again = await runtime.embedder.embed("  do you deliver on   SUNDAYS? ")
+    assert stats.cache_hits == hits + 1
+    assert again is first
+
+
+def test_onnx_backend_gives_the_vectors_torch_gives(runtime: Runtime) -> None:
+    assert runtime.embedder.backend == "onnx"
+    torch = Embedder(runtime.settings.with_overrides(embedding_backend="torch"))
+    torch.load()
+    assert torch.backend == "torch"
+    texts = ["Can I return opened beans?", "BX-220 burr set", "Versand nach Österreich"]
+    a = np.stack(torch.encode_sync(texts))
+    b = np.stack(runtime.embedder.encode_sync(texts))
+    assert np.min(np.sum(a * b, axis=1)) > 0.9999
+    assert bundled_model_path().exists()
