@@ -6,12 +6,16 @@ from typing import Any
 
 from litestar import Request
 from litestar.datastructures import State
+from litestar.di import NamedDependency
 
 from knowledge import keys
 from knowledge.access import Action, Principal, Role, scope_shop
 from knowledge.errors import NotFound
 from knowledge.runtime import Runtime
 from knowledge.shops import Shop, ShopCache, get_shop
+
+# The authenticated caller, as a handler parameter.
+Caller = NamedDependency[Principal]
 
 
 def runtime_of(state: State) -> Runtime:
@@ -37,9 +41,18 @@ def _secret(request: Request[Any, Any, Any]) -> str | None:
     return request.headers.get("x-api-key")
 
 
+def key_cache_of(state: State) -> keys.KeyCache:
+    cache = state.get("key_cache")
+    if not isinstance(cache, keys.KeyCache):
+        cache = keys.KeyCache(runtime_of(state).settings.auth_cache_seconds)
+        state["key_cache"] = cache
+    return cache
+
+
 async def provide_principal(request: Request[Any, Any, Any]) -> Principal:
     """The caller: every /v1 request carries an API key."""
-    return await keys.authenticate(runtime_of(request.app.state).pool, _secret(request))
+    state = request.app.state
+    return await key_cache_of(state).authenticate(runtime_of(state).pool, _secret(request))
 
 
 async def resolve_shop(state: State, principal: Principal, action: Action,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
@@ -116,6 +117,33 @@ async def authenticate(conn: Queryable, secret: str | None) -> Principal:
         raise Unauthorized("the API key is not valid or was revoked")
     return Principal(key_id=row["id"], role=Role(row["role"]), shop_id=row["shop_id"],
                      name=row["name"])
+
+
+class KeyCache:
+    """Verified keys for a few seconds, so a busy bot's every request is not a key lookup."""
+
+    def __init__(self, ttl_seconds: float) -> None:
+        self.ttl = ttl_seconds
+        self._known: dict[bytes, tuple[Principal, float]] = {}
+
+    async def authenticate(self, conn: Queryable, secret: str | None) -> Principal:
+        if self.ttl <= 0 or not secret:
+            return await authenticate(conn, secret)
+        digest = hash_secret(secret)
+        now = time.monotonic()
+        hit = self._known.get(digest)
+        if hit is not None and hit[1] > now:
+            return hit[0]
+        principal = await authenticate(conn, secret)
+        if len(self._known) > 10_000:
+            self._known.clear()
+        self._known[digest] = (principal, now + self.ttl)
+        return principal
+
+    def forget(self, key_id: UUID) -> None:
+        for digest, (principal, _) in list(self._known.items()):
+            if principal.key_id == key_id:
+                del self._known[digest]
 
 
 async def get_key(conn: Queryable, key_id: UUID) -> ApiKey:

@@ -97,7 +97,12 @@ HYBRID_HNSW = _HYBRID_TEMPLATE.format(nearest=_HNSW_NEAREST, entry_columns=_KB_C
 
 # Every vector of a shop, for checking retrieval against brute force.
 EXACT_VECTORS_OF_SHOP = "SELECT entry_id, embedding FROM knowledge_vectors WHERE shop_id = $1"
-COUNT_SHOP_VECTORS = "SELECT count(*) FROM knowledge_vectors WHERE shop_id = $1"
+COUNT_SHOP_VECTORS = """
+SELECT count(*) AS shop,
+       greatest((SELECT reltuples FROM pg_class WHERE oid = 'knowledge_vectors'::regclass),
+                count(*))::bigint AS total
+FROM knowledge_vectors WHERE shop_id = $1
+"""
 COMMON_LEXEMES = """
 SELECT coalesce(array_agg(e.lexeme), '{}'::text[])
 FROM pg_stats AS s,
@@ -159,36 +164,33 @@ class SearchResult:
     sql_ms: float
 
 
-@dataclass(slots=True)
-class _Timed:
-    value: object
-    expires: float
-
-
 class RetrievalCache:
     """Per-process facts that change slowly: shop sizes and the common-lexeme list."""
 
     def __init__(self, ttl_seconds: float = 30.0) -> None:
         self.ttl = ttl_seconds
-        self._sizes: dict[int, _Timed] = {}
-        self._common: _Timed | None = None
+        self._sizes: dict[int, tuple[tuple[int, int], float]] = {}
+        self._common: tuple[list[str], float] | None = None
 
-    async def shop_vectors(self, conn: Queryable, shop_id: int) -> int:
+    async def shop_vectors(self, conn: Queryable, shop_id: int) -> tuple[int, int]:
+        """(vectors of this shop, vectors of all shops), the latter estimated."""
         now = time.monotonic()
         hit = self._sizes.get(shop_id)
-        if hit is not None and hit.expires > now:
-            return int(hit.value)  # type: ignore[call-overload,no-any-return]
-        count = int(await conn.fetchval(COUNT_SHOP_VECTORS, shop_id))
-        self._sizes[shop_id] = _Timed(count, now + self.ttl)
-        return count
+        if hit is not None and hit[1] > now:
+            return hit[0]
+        row = await conn.fetchrow(COUNT_SHOP_VECTORS, shop_id)
+        assert row is not None
+        sizes = (int(row["shop"]), int(row["total"]))
+        self._sizes[shop_id] = (sizes, now + self.ttl)
+        return sizes
 
     async def common_lexemes(self, conn: Queryable,
                              frequency: float) -> list[str]:
         now = time.monotonic()
-        if self._common is not None and self._common.expires > now:
-            return list(self._common.value)  # type: ignore[call-overload,no-any-return]
+        if self._common is not None and self._common[1] > now:
+            return self._common[0]
         lexemes = list(await conn.fetchval(COMMON_LEXEMES, frequency))
-        self._common = _Timed(lexemes, now + self.ttl * 10)
+        self._common = (lexemes, now + self.ttl * 10)
         return lexemes
 
     def forget(self, shop_id: int | None = None) -> None:
@@ -238,6 +240,19 @@ def fuse(rows: list[asyncpg.Record], rrf_k: int) -> list[Candidate]:
     return out
 
 
+def choose_path(shop_vectors: int, all_vectors: int, exact_max: int,
+                min_fraction: float) -> str:
+    """Exact search for a small shop; the HNSW index for a large shop that is a large part of
+    the table. An iterative scan visits about (candidates / shop fraction) index tuples, so
+    for a shop that is a sliver of the table the graph walk would stop before it found enough
+    of the shop's rows: such a shop is searched exactly too."""
+    if shop_vectors <= exact_max:
+        return "exact"
+    if all_vectors and shop_vectors / all_vectors < min_fraction:
+        return "exact"
+    return "hnsw"
+
+
 async def search(rt: Runtime, shop_id: int, question: str, vector: Vector,
                  limit: int = 10) -> SearchResult:
     """The shop's best entries for a question, best first."""
@@ -245,9 +260,9 @@ async def search(rt: Runtime, shop_id: int, question: str, vector: Vector,
     cache = cache_of(rt)
     candidates = max(s.search_candidates, limit)
     async with rt.pool.acquire() as conn:
-        size = await cache.shop_vectors(conn, shop_id)
+        size, total = await cache.shop_vectors(conn, shop_id)
         common = await cache.common_lexemes(conn, s.fts_common_lexeme_frequency)
-        path = "exact" if size <= s.exact_search_max_vectors else "hnsw"
+        path = choose_path(size, total, s.exact_search_max_vectors, s.hnsw_min_shop_fraction)
         sql = HYBRID_EXACT if path == "exact" else HYBRID_HNSW
         started = time.perf_counter()
         rows = await conn.fetch(sql, shop_id, vector, question, common,

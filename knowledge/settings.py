@@ -34,10 +34,15 @@ class Settings:
     # Retrieval.
     search_candidates: int = 20
     rrf_k: int = 60
-    exact_search_max_vectors: int = 20_000
+    exact_search_max_vectors: int = 2_000
+    hnsw_min_shop_fraction: float = 0.05
     hnsw_ef_search: int = 100
-    fts_common_lexeme_frequency: float = 0.05
+    fts_common_lexeme_frequency: float = 0.02
     fallback_min_similarity: float = 0.3
+
+    # How long a verified API key is trusted before it is looked up again; a revocation made
+    # through this process applies at once, one made elsewhere within this many seconds.
+    auth_cache_seconds: float = 10.0
 
     # Limits on what callers may send.
     max_question_chars: int = 2_000

@@ -7,16 +7,16 @@ from typing import Annotated
 
 from litestar import Controller, get, post
 from litestar.datastructures import State
-from litestar.params import Parameter
+from litestar.params import JSONBody, QueryParameter
 
-from app.auth import resolve_shop, runtime_of
+from app.auth import Caller, resolve_shop, runtime_of
 from app.schemas import AnswerIn, AnswerOut, SearchOut, SourceOut
-from knowledge.access import Action, Principal
+from knowledge.access import Action
 from knowledge.answering import Question, answer_question
 from knowledge.errors import Invalid
 from knowledge.retrieval import search
 
-ShopParam = Annotated[str | None, Parameter(query="shop", max_length=63,
+ShopParam = Annotated[str | None, QueryParameter(query="shop", max_length=63,
                                             description="shop id or slug (admin keys only)")]
 
 
@@ -25,7 +25,7 @@ class AnswerController(Controller):
     tags = ("answers",)
 
     @post("/answer", status_code=200, summary="Answer a customer's question")
-    async def answer(self, state: State, principal: Principal, data: AnswerIn,
+    async def answer(self, state: State, principal: Caller, data: JSONBody[AnswerIn],
                      shop: ShopParam = None) -> AnswerOut:
         started = time.perf_counter()
         target = await resolve_shop(state, principal, Action.ANSWER, shop)
@@ -41,9 +41,9 @@ class AnswerController(Controller):
             latency_ms=round((time.perf_counter() - started) * 1000, 2))
 
     @get("/search", summary="Rank a shop's knowledge for a query, without composing an answer")
-    async def search(self, state: State, principal: Principal,
-                     q: Annotated[str, Parameter(min_length=1, max_length=100_000)],
-                     limit: Annotated[int, Parameter(ge=1, le=50)] = 10,
+    async def search(self, state: State, principal: Caller,
+                     q: Annotated[str, QueryParameter(min_length=1, max_length=100_000)],
+                     limit: Annotated[int, QueryParameter(ge=1, le=50)] = 10,
                      shop: ShopParam = None) -> SearchOut:
         rt = runtime_of(state)
         target = await resolve_shop(state, principal, Action.ANSWER, shop)

@@ -7,13 +7,13 @@ from uuid import UUID
 
 from litestar import Controller, delete, get, post
 from litestar.datastructures import State
-from litestar.params import Parameter
+from litestar.params import JSONBody, QueryParameter
 
-from app.auth import resolve_shop, runtime_of
+from app.auth import Caller, key_cache_of, resolve_shop, runtime_of
 from app.controllers.answers import ShopParam
 from app.schemas import KeyIn, KeyOut, NewKeyOut
 from knowledge import keys
-from knowledge.access import Action, Principal, Role, authorize
+from knowledge.access import Action, Role, authorize
 from knowledge.errors import NotFound
 
 
@@ -22,7 +22,7 @@ class KeyController(Controller):
     tags = ("keys",)
 
     @post("/", summary="Create a key; its secret is shown in this response only")
-    async def create(self, state: State, principal: Principal, data: KeyIn) -> NewKeyOut:
+    async def create(self, state: State, principal: Caller, data: JSONBody[KeyIn]) -> NewKeyOut:
         rt = runtime_of(state)
         role = Role(data.role)
         shop_id: int | None = None
@@ -35,9 +35,9 @@ class KeyController(Controller):
         return NewKeyOut(KeyOut.of(made.key), made.secret)
 
     @get("/", summary="List keys (never their secrets)")
-    async def list_keys(self, state: State, principal: Principal, shop: ShopParam = None,
-                        limit: Annotated[int, Parameter(ge=1, le=500)] = 100,
-                        offset: Annotated[int, Parameter(ge=0)] = 0) -> list[KeyOut]:
+    async def list_keys(self, state: State, principal: Caller, shop: ShopParam = None,
+                        limit: Annotated[int, QueryParameter(ge=1, le=500)] = 100,
+                        offset: Annotated[int, QueryParameter(ge=0)] = 0) -> list[KeyOut]:
         rt = runtime_of(state)
         if principal.role is Role.ADMIN and shop is None:
             authorize(principal, Action.MANAGE_KEYS)
@@ -49,11 +49,13 @@ class KeyController(Controller):
         return [KeyOut.of(k) for k in found]
 
     @delete("/{key_id:uuid}", status_code=200, summary="Revoke a key")
-    async def revoke(self, state: State, principal: Principal, key_id: UUID) -> KeyOut:
+    async def revoke(self, state: State, principal: Caller, key_id: UUID) -> KeyOut:
         rt = runtime_of(state)
         key = await keys.get_key(rt.pool, key_id)
         if principal.role is not Role.ADMIN:
             authorize(principal, Action.MANAGE_BOT_KEYS)
             if key.shop_id != principal.shop_id or key.role is not Role.BOT:
                 raise NotFound(f"no key {key_id}")
-        return KeyOut.of(await keys.revoke_key(rt.pool, key_id))
+        revoked = await keys.revoke_key(rt.pool, key_id)
+        key_cache_of(state).forget(key_id)
+        return KeyOut.of(revoked)

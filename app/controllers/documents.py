@@ -7,14 +7,13 @@ from uuid import UUID
 
 from litestar import Controller, delete, get, post
 from litestar.datastructures import State, UploadFile
-from litestar.enums import RequestEncodingType
-from litestar.params import Body, Parameter
+from litestar.params import FromPath, MultipartBody, QueryParameter
 
-from app.auth import resolve_shop, runtime_of
+from app.auth import Caller, resolve_shop, runtime_of
 from app.controllers.answers import ShopParam
 from app.schemas import DocumentOut, IngestOut
 from knowledge import documents
-from knowledge.access import Action, Principal
+from knowledge.access import Action
 from knowledge.errors import Invalid
 from knowledge.retrieval import cache_of
 
@@ -37,9 +36,8 @@ class _DocumentRoutes(Controller):
     path = "/v1/documents"
     tags = ("documents",)
 
-    async def upload_document(self, state: State, principal: Principal,
-                     data: Annotated[dict[str, Any],
-                                     Body(media_type=RequestEncodingType.MULTI_PART)],
+    async def upload_document(self, state: State, principal: Caller,
+                     data: MultipartBody[dict[str, Any]],
                      shop: ShopParam = None) -> IngestOut:
         rt = runtime_of(state)
         target = await resolve_shop(state, principal, Action.WRITE_KNOWLEDGE, shop)
@@ -58,23 +56,23 @@ class _DocumentRoutes(Controller):
         return IngestOut.of(result)
 
     @get("/", summary="List a shop's documents")
-    async def list_documents(self, state: State, principal: Principal, shop: ShopParam = None,
-                             limit: Annotated[int, Parameter(ge=1, le=500)] = 50,
-                             offset: Annotated[int, Parameter(ge=0)] = 0) -> list[DocumentOut]:
+    async def list_documents(self, state: State, principal: Caller, shop: ShopParam = None,
+                             limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
+                             offset: Annotated[int, QueryParameter(ge=0)] = 0) -> list[DocumentOut]:
         target = await resolve_shop(state, principal, Action.READ_KNOWLEDGE, shop)
         found = await documents.list_documents(runtime_of(state).pool, target.id, limit,
                                                offset)
         return [DocumentOut.of(d) for d in found]
 
     @get("/{document_id:uuid}", summary="One document")
-    async def read(self, state: State, principal: Principal, document_id: UUID,
+    async def read(self, state: State, principal: Caller, document_id: FromPath[UUID],
                    shop: ShopParam = None) -> DocumentOut:
         target = await resolve_shop(state, principal, Action.READ_KNOWLEDGE, shop)
         return DocumentOut.of(await documents.get_document(runtime_of(state).pool, target.id,
                                                            document_id))
 
     @delete("/{document_id:uuid}", status_code=200, summary="Delete a document's knowledge")
-    async def remove(self, state: State, principal: Principal, document_id: UUID,
+    async def remove(self, state: State, principal: Caller, document_id: FromPath[UUID],
                      shop: ShopParam = None) -> DocumentOut:
         rt = runtime_of(state)
         target = await resolve_shop(state, principal, Action.WRITE_KNOWLEDGE, shop)

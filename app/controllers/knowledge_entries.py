@@ -7,13 +7,13 @@ from uuid import UUID
 
 from litestar import Controller, delete, get, patch, post
 from litestar.datastructures import State
-from litestar.params import Parameter
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
-from app.auth import resolve_shop, runtime_of
+from app.auth import Caller, resolve_shop, runtime_of
 from app.controllers.answers import ShopParam
 from app.schemas import EntryIn, EntryOut, EntryPage, EntryPatch
 from knowledge import entries
-from knowledge.access import Action, Principal
+from knowledge.access import Action
 from knowledge.retrieval import cache_of
 
 
@@ -22,8 +22,8 @@ class KnowledgeController(Controller):
     tags = ("knowledge",)
 
     @post("/", summary="Add knowledge entries (one object or a list)")
-    async def create(self, state: State, principal: Principal,
-                     data: EntryIn | list[EntryIn], shop: ShopParam = None
+    async def create(self, state: State, principal: Caller,
+                     data: JSONBody[EntryIn | list[EntryIn]], shop: ShopParam = None
                      ) -> EntryOut | list[EntryOut]:
         rt = runtime_of(state)
         target = await resolve_shop(state, principal, Action.WRITE_KNOWLEDGE, shop)
@@ -37,11 +37,11 @@ class KnowledgeController(Controller):
         return out if isinstance(data, list) else out[0]
 
     @get("/", summary="List live knowledge entries")
-    async def list_entries(self, state: State, principal: Principal, shop: ShopParam = None,
-                           category: Annotated[str | None, Parameter(max_length=100)] = None,
-                           document_id: UUID | None = None,
-                           limit: Annotated[int, Parameter(ge=1, le=500)] = 50,
-                           offset: Annotated[int, Parameter(ge=0)] = 0) -> EntryPage:
+    async def list_entries(self, state: State, principal: Caller, shop: ShopParam = None,
+                           category: Annotated[str | None, QueryParameter(max_length=100)] = None,
+                           document_id: FromQuery[UUID | None] = None,
+                           limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
+                           offset: Annotated[int, QueryParameter(ge=0)] = 0) -> EntryPage:
         target = await resolve_shop(state, principal, Action.READ_KNOWLEDGE, shop)
         items, total = await entries.list_entries(
             runtime_of(state).pool, target.id, category=category, document_id=document_id,
@@ -49,21 +49,21 @@ class KnowledgeController(Controller):
         return EntryPage([EntryOut.of(e) for e in items], total, limit, offset)
 
     @get("/{entry_id:uuid}", summary="One entry: its live version, or its last if retired")
-    async def read(self, state: State, principal: Principal, entry_id: UUID,
+    async def read(self, state: State, principal: Caller, entry_id: FromPath[UUID],
                    shop: ShopParam = None) -> EntryOut:
         target = await resolve_shop(state, principal, Action.READ_KNOWLEDGE, shop)
         return EntryOut.of(await entries.get_entry(runtime_of(state).pool, target.id, entry_id))
 
     @get("/{entry_id:uuid}/history", summary="Every version of an entry, oldest first")
-    async def history(self, state: State, principal: Principal, entry_id: UUID,
+    async def history(self, state: State, principal: Caller, entry_id: FromPath[UUID],
                       shop: ShopParam = None) -> list[EntryOut]:
         target = await resolve_shop(state, principal, Action.READ_KNOWLEDGE, shop)
         versions = await entries.history(runtime_of(state).pool, target.id, entry_id)
         return [EntryOut.of(e) for e in versions]
 
     @patch("/{entry_id:uuid}", summary="Change an entry: writes a new version")
-    async def update(self, state: State, principal: Principal, entry_id: UUID,
-                     data: EntryPatch, shop: ShopParam = None) -> EntryOut:
+    async def update(self, state: State, principal: Caller, entry_id: FromPath[UUID],
+                     data: JSONBody[EntryPatch], shop: ShopParam = None) -> EntryOut:
         rt = runtime_of(state)
         target = await resolve_shop(state, principal, Action.WRITE_KNOWLEDGE, shop)
         changes = {name: getattr(data, name) for name in ("question", "category")
@@ -76,9 +76,9 @@ class KnowledgeController(Controller):
         return EntryOut.of(new)
 
     @delete("/{entry_id:uuid}", status_code=200, summary="Retire an entry (history stays)")
-    async def retire(self, state: State, principal: Principal, entry_id: UUID,
+    async def retire(self, state: State, principal: Caller, entry_id: FromPath[UUID],
                      shop: ShopParam = None,
-                     reason: Annotated[str | None, Parameter(max_length=1000)] = None
+                     reason: Annotated[str | None, QueryParameter(max_length=1000)] = None
                      ) -> EntryOut:
         rt = runtime_of(state)
         target = await resolve_shop(state, principal, Action.WRITE_KNOWLEDGE, shop)

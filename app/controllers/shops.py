@@ -6,14 +6,14 @@ from typing import Annotated
 
 from litestar import Controller, get, patch, post
 from litestar.datastructures import State
-from litestar.params import Parameter
+from litestar.params import JSONBody, PathParameter, QueryParameter
 
-from app.auth import resolve_shop, runtime_of, shop_cache_of
+from app.auth import Caller, resolve_shop, runtime_of, shop_cache_of
 from app.schemas import ShopIn, ShopOut, ShopPatch
 from knowledge import shops
-from knowledge.access import Action, Principal, authorize
+from knowledge.access import Action, authorize
 
-ShopRef = Annotated[str, Parameter(max_length=63, description="shop id or slug")]
+ShopRef = Annotated[str, PathParameter(max_length=63, description="shop id or slug")]
 
 
 class ShopController(Controller):
@@ -21,14 +21,14 @@ class ShopController(Controller):
     tags = ("shops",)
 
     @post("/", summary="Create a shop (admin)")
-    async def create(self, state: State, principal: Principal, data: ShopIn) -> ShopOut:
+    async def create(self, state: State, principal: Caller, data: JSONBody[ShopIn]) -> ShopOut:
         authorize(principal, Action.MANAGE_SHOPS)
         return ShopOut.of(await shops.create_shop(runtime_of(state).pool, data.slug, data.name))
 
     @get("/", summary="List shops (admin: all; others: their own)")
-    async def list_shops(self, state: State, principal: Principal,
-                         limit: Annotated[int, Parameter(ge=1, le=500)] = 100,
-                         offset: Annotated[int, Parameter(ge=0)] = 0) -> list[ShopOut]:
+    async def list_shops(self, state: State, principal: Caller,
+                         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 100,
+                         offset: Annotated[int, QueryParameter(ge=0)] = 0) -> list[ShopOut]:
         if principal.shop_id is not None:
             return [ShopOut.of(await resolve_shop(state, principal, Action.READ_SHOP, None))]
         authorize(principal, Action.MANAGE_SHOPS)
@@ -36,12 +36,12 @@ class ShopController(Controller):
                                                                 offset)]
 
     @get("/{shop_ref:str}", summary="One shop and its settings")
-    async def read(self, state: State, principal: Principal, shop_ref: ShopRef) -> ShopOut:
+    async def read(self, state: State, principal: Caller, shop_ref: ShopRef) -> ShopOut:
         return ShopOut.of(await resolve_shop(state, principal, Action.READ_SHOP, shop_ref))
 
     @patch("/{shop_ref:str}", summary="Change a shop's name or thresholds (admin)")
-    async def update(self, state: State, principal: Principal, shop_ref: ShopRef,
-                     data: ShopPatch) -> ShopOut:
+    async def update(self, state: State, principal: Caller, shop_ref: ShopRef,
+                     data: JSONBody[ShopPatch]) -> ShopOut:
         target = await resolve_shop(state, principal, Action.MANAGE_SHOPS, shop_ref)
         changed = await shops.update_shop(
             runtime_of(state).pool, target.id, name=data.name,

@@ -1,0 +1,170 @@
+"""Benchmark of the answer path: served latency and throughput against raw embedding + raw SQL.
+
+Loads N entries into one shop among several (plus a shop with 1% of its size), serves learnkb
+in its own process, and prints: the raw cost of one embedding and one SQL vector query, served
+/v1/answer p50/p95/p99 one at a time and under concurrency, and recall@10 of the served
+retrieval against exact search for the large and the small shop.
+
+    .venv/bin/python -m benchmarks.answer_latency --entries 10000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from benchmarks.common import data_dir, free_port, questions, served, summary
+from knowledge import keys, shops
+from knowledge.access import CLI_ADMIN, Role
+from knowledge.entries import EntryDraft, add_entries
+from knowledge.retrieval import EXACT_VECTORS_OF_SHOP, cache_of, search
+from knowledge.runtime import Runtime, open_runtime
+from knowledge.settings import Settings
+
+# The plain query a first implementation would send: HNSW order, shop filter.
+RAW_VECTOR_QUERY = """
+SELECT entry_id FROM knowledge_vectors WHERE shop_id = $1
+ORDER BY embedding <=> $2 LIMIT 10
+"""
+
+
+async def load_shop(rt: Runtime, slug: str, count: int, seed: int) -> int:
+    shop = await shops.create_shop(rt.pool, slug, slug)
+    texts = questions(count, seed)
+    for start in range(0, count, 1000):
+        batch = texts[start:start + 1000]
+        await add_entries(rt, shop.id, [
+            EntryDraft(answer=f"Answer {start + i}: {t}", question=t)
+            for i, t in enumerate(batch)], CLI_ADMIN)
+    return shop.id
+
+
+async def exact_top(rt: Runtime, shop_vectors: dict[int, tuple[list[str], np.ndarray]],
+                    shop_id: int, query: np.ndarray, k: int = 10) -> list[str]:
+    if shop_id not in shop_vectors:
+        rows = await rt.pool.fetch(EXACT_VECTORS_OF_SHOP, shop_id)
+        shop_vectors[shop_id] = ([str(r["entry_id"]) for r in rows],
+                                 np.stack([r["embedding"] for r in rows]))
+    ids, matrix = shop_vectors[shop_id]
+    sims = matrix @ query
+    best: dict[str, float] = {}
+    for index in np.argsort(-sims)[: k * 4]:
+        best.setdefault(ids[index], float(sims[index]))
+    return sorted(best, key=lambda e: -best[e])[:k]
+
+
+async def recall_at_10(rt: Runtime, shop_id: int, probes: list[str]) -> tuple[float, str]:
+    vectors = await rt.embedder.embed_many(probes)
+    cache: dict[int, tuple[list[str], np.ndarray]] = {}
+    recalls, path = [], ""
+    for vector in vectors:
+        result = await search(rt, shop_id, "", vector, limit=10)
+        path = result.path
+        got = {str(c.entry.entry_id) for c in result.candidates}
+        want = await exact_top(rt, cache, shop_id, vector)
+        recalls.append(len(got & set(want)) / len(want))
+    return statistics.fmean(recalls), path
+
+
+async def raw_costs(rt: Runtime, shop_id: int, probes: list[str]) -> dict[str, float]:
+    embed_ms, sql_ms = [], []
+    for text in probes:
+        started = time.perf_counter()
+        vector = rt.embedder.encode_sync([text])[0]
+        embed_ms.append((time.perf_counter() - started) * 1000)
+        started = time.perf_counter()
+        await rt.pool.fetch(RAW_VECTOR_QUERY, shop_id, vector)
+        sql_ms.append((time.perf_counter() - started) * 1000)
+    return {"embedding_ms": statistics.median(embed_ms), "sql_ms": statistics.median(sql_ms)}
+
+
+async def drive(base: str, key: str, texts: list[str], concurrency: int
+                ) -> tuple[list[float], float]:
+    queue = list(texts)
+    latencies: list[float] = []
+    headers = {"Authorization": f"Bearer {key}"}
+
+    async def client() -> None:
+        async with httpx.AsyncClient(base_url=base, headers=headers, timeout=60) as c:
+            while queue:
+                text = queue.pop()
+                started = time.perf_counter()
+                r = await c.post("/v1/answer", json={"question": text})
+                latencies.append((time.perf_counter() - started) * 1000)
+                r.raise_for_status()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+    return latencies, len(texts) / (time.perf_counter() - started)
+
+
+async def main(args: argparse.Namespace) -> dict[str, Any]:
+    data = data_dir(args.data_dir)
+    settings = Settings.from_env(data_dir=data, database_url=args.database_url, run_jobs=False)
+    rt = await open_runtime(settings)
+    try:
+        started = time.perf_counter()
+        large = await load_shop(rt, "bench-large", args.entries, seed=1)
+        small = await load_shop(rt, "bench-small", max(10, args.entries // 100), seed=2)
+        for i in range(args.other_shops):
+            await load_shop(rt, f"bench-other-{i}", args.entries // 4, seed=10 + i)
+        await rt.pool.execute("ANALYZE")
+        load_s = time.perf_counter() - started
+        key = (await keys.create_key(rt.pool, Role.BOT, large, "bench")).secret
+        probes = questions(args.queries, seed=99)
+        raw = await raw_costs(rt, large, probes[:100])
+        recall_large, path_large = await recall_at_10(rt, large, probes[:100])
+        cache_of(rt).forget()
+        recall_small, path_small = await recall_at_10(rt, small, probes[:100])
+        total_rows = await rt.pool.fetchval("SELECT count(*) FROM knowledge_vectors")
+        url = rt.database_url
+        with served(url, data, free_port()) as base:
+            await drive(base, key, questions(40, seed=7), 1)  # warm-up
+            single, single_rps = await drive(base, key, questions(args.queries, seed=100), 1)
+            many, many_rps = await drive(base, key, questions(args.queries * 2, seed=101),
+                                         args.concurrency)
+        raw_total = raw["embedding_ms"] + raw["sql_ms"]
+        report = {
+            "entries_in_large_shop": args.entries, "vectors_in_table": total_rows,
+            "load_seconds": round(load_s, 1),
+            "raw_embedding_ms_p50": round(raw["embedding_ms"], 2),
+            "raw_sql_vector_query_ms_p50": round(raw["sql_ms"], 2),
+            "served_one_at_a_time": {k: round(v, 2) for k, v in summary(single).items()},
+            "served_one_at_a_time_rps": round(single_rps, 1),
+            f"served_{args.concurrency}_concurrent": {k: round(v, 2)
+                                                      for k, v in summary(many).items()},
+            f"served_{args.concurrency}_concurrent_rps": round(many_rps, 1),
+            "throughput_ratio": round(many_rps / single_rps, 2),
+            "served_p50_over_raw": round(statistics.median(single) / raw_total, 2),
+            "recall_at_10_large_shop": round(recall_large, 4), "path_large_shop": path_large,
+            "recall_at_10_small_shop": round(recall_small, 4), "path_small_shop": path_small,
+            "embedder_backend": rt.embedder.backend,
+        }
+    finally:
+        await rt.close()
+    return report
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--entries", type=int, default=10_000)
+    parser.add_argument("--other-shops", type=int, default=2)
+    parser.add_argument("--queries", type=int, default=300)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--database-url")
+    parser.add_argument("--data-dir")
+    parser.add_argument("--out", default="benchmarks/out")
+    arguments = parser.parse_args()
+    result = asyncio.run(main(arguments))
+    out = Path(arguments.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"answer_latency_{arguments.entries}.json").write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))

@@ -1,0 +1,86 @@
+"""Shared helpers for the benchmarks: a database, synthetic shop knowledge, a served instance."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+PRODUCTS = ["grinder", "kettle", "espresso machine", "milk frother", "scale", "tamper",
+            "dripper", "coffee beans", "filter papers", "thermometer", "mug", "carafe",
+            "moka pot", "cold brew jar", "knock box", "cleaning tablets", "descaler",
+            "portafilter", "burr set", "water filter"]
+TOPICS = ["warranty", "delivery time", "return policy", "price", "cleaning", "spare parts",
+          "colour options", "power usage", "noise level", "size", "discount", "availability",
+          "instructions", "compatibility", "gift wrapping", "reviews", "voltage", "materials",
+          "dishwasher safety", "capacity", "setup", "repairs", "stock", "shipping cost"]
+FORMS = ["What is the {t} of the {p} {n}?", "Tell me about {t} for model {n} {p}",
+         "{p} {n}: how does {t} work?", "Question on {t} regarding the {p} series {n}",
+         "Can you explain the {t} of your {p} {n}?", "I need details on {t}, {p} {n}",
+         "How is {t} handled for the {p} {n}?", "Where do I find {t} info for {p} {n}?"]
+
+
+def questions(count: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    return [rng.choice(FORMS).format(t=rng.choice(TOPICS), p=rng.choice(PRODUCTS),
+                                     n=rng.randint(100, 99_999)) for _ in range(count)]
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {"p50": statistics.median(values), "p95": percentile(values, 95),
+            "p99": percentile(values, 99), "n": len(values)}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def data_dir(given: str | None) -> Path:
+    return Path(given) if given else Path(tempfile.mkdtemp(prefix="learnkb-bench-"))
+
+
+@contextmanager
+def served(database_url: str, data: Path, port: int) -> Iterator[str]:
+    """`learnkb serve` in its own process, as users run it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEARNKB_")}
+    env.update(LEARNKB_DATABASE_URL=database_url, LEARNKB_DATA_DIR=str(data),
+               LEARNKB_LOG_LEVEL="warning")
+    learnkb = str(Path(sys.executable).parent / "learnkb")
+    proc = subprocess.Popen([learnkb, "serve", "--no-jobs", "--port", str(port)], env=env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            if proc.poll() is not None:
+                raise SystemExit("learnkb serve exited")
+            try:
+                if httpx.get(f"{base}/ready", timeout=5).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise SystemExit("learnkb serve did not become ready")
+            time.sleep(0.25)
+        yield base
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
