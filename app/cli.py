@@ -31,8 +31,8 @@ def _print(value: Any) -> None:
 
 
 async def _with_runtime(settings: Settings, work: Callable[[Runtime], Awaitable[Any]],
-                        load_model: bool = False) -> Any:
-    rt = await open_runtime(settings, load_model=load_model)
+                        load_model: bool = False, check_vectors: bool = True) -> Any:
+    rt = await open_runtime(settings, load_model=load_model, check_vectors=check_vectors)
     try:
         return await work(rt)
     finally:
@@ -188,7 +188,9 @@ def cmd_jobs(settings: Settings, args: argparse.Namespace) -> None:
     async def work(rt: Runtime) -> Any:
         return await run_job(rt, args.job)
 
-    print(asyncio.run(_with_runtime(settings, work, load_model=True)))
+    # Re-embedding is how a model change is resolved, so it must start despite the mismatch.
+    print(asyncio.run(_with_runtime(settings, work, load_model=True,
+                                    check_vectors=args.job != "reembed")))
 
 
 def build_parser() -> argparse.ArgumentParser:

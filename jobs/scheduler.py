@@ -7,13 +7,14 @@ from collections.abc import Awaitable, Callable
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from jobs import refresh_metrics
+from jobs import reembed, refresh_metrics
 from knowledge.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
 JOBS: dict[str, Callable[[Runtime], Awaitable[str]]] = {
     refresh_metrics.NAME: refresh_metrics.run,
+    reembed.NAME: reembed.run,
 }
 
 

@@ -118,6 +118,12 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         )
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Nothing to reset between borrowers: learnkb keeps no session state (no LISTEN, no SET,
+    advisory locks are released by their holders), and asyncpg's default reset costs a round
+    trip on every release."""
+
+
 async def create_pool(url: str, settings: Settings) -> asyncpg.Pool:
     """A pool whose connections know vectors and JSON and search the way retrieval expects."""
     server_settings = {
@@ -138,6 +144,7 @@ async def create_pool(url: str, settings: Settings) -> asyncpg.Pool:
             min_size=settings.pool_min_size,
             max_size=settings.pool_max_size,
             init=_init_connection,
+            reset=_keep_session,
             server_settings=server_settings,
         )
     except (OSError, asyncpg.PostgresError) as exc:

@@ -79,6 +79,7 @@ class Embedder:
     _model: Any = None
     _cache: OrderedDict[str, Vector] = field(default_factory=OrderedDict)
     _queue: asyncio.Queue[_Pending] | None = None
+    _busy: bool = False
     _worker: asyncio.Task[None] | None = None
     _executor: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="embed"))
@@ -200,7 +201,9 @@ class Embedder:
         limit = self.settings.embed_batch_max
         while True:
             batch = [await queue.get()]
-            deadline = loop.time() + wait
+            # Wait for company only under concurrent load (the last batch had it): a lone
+            # question is encoded at once instead of paying the wait for nothing.
+            deadline = loop.time() + (wait if self._busy else 0.0)
             while len(batch) < limit:
                 if not queue.empty():
                     batch.append(queue.get_nowait())
@@ -218,6 +221,7 @@ class Embedder:
                     if not pending.future.done():
                         pending.future.set_exception(exc)
                 continue
+            self._busy = len(batch) > 1
             by_text = dict(zip(unique, vectors, strict=True))
             self.stats.batches += 1
             self.stats.batched_texts += len(unique)

@@ -32,7 +32,7 @@ class Runtime:
 
 
 async def open_runtime(settings: Settings, *, load_model: bool = True,
-                       run_migrations: bool = True) -> Runtime:
+                       run_migrations: bool = True, check_vectors: bool = True) -> Runtime:
     """Start (or connect to) the database, migrate it, load the model and check the vectors."""
     url, embedded = await db.resolve_database_url(settings)
     if run_migrations:
@@ -44,6 +44,7 @@ async def open_runtime(settings: Settings, *, load_model: bool = True,
     if load_model:
         await asyncio.to_thread(embedder.load)
         await embedder.start()
-        await check_embedding_space(pool, embedder)
+        if check_vectors:
+            await check_embedding_space(pool, embedder)
     return Runtime(settings=settings, pool=pool, embedder=embedder, embedded=embedded,
                    database_url=url)

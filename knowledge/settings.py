@@ -32,7 +32,7 @@ class Settings:
     embed_cache_size: int = 4096
 
     # Retrieval.
-    search_candidates: int = 20
+    search_candidates: int = 10
     rrf_k: int = 60
     exact_search_max_vectors: int = 2_000
     hnsw_min_shop_fraction: float = 0.05

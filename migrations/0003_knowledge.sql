@@ -51,7 +51,10 @@ CREATE INDEX idx_kb_entry_history ON knowledge_base_rag (entry_id, version);
 CREATE INDEX idx_kb_shop_live ON knowledge_base_rag (shop_id, created_at) WHERE valid_to IS NULL;
 CREATE INDEX idx_kb_shop_category ON knowledge_base_rag (shop_id, category) WHERE valid_to IS NULL;
 CREATE INDEX idx_kb_document ON knowledge_base_rag (document_id) WHERE valid_to IS NULL;
-CREATE INDEX idx_kb_search_tsv ON knowledge_base_rag USING gin (shop_id, search_tsv)
+-- On the tsvector alone: a (shop_id, search_tsv) GIN index (btree_gin) must intersect the
+-- shop's whole posting list with the word's, which made a rare word cost 1 ms at 10,000 entries.
+-- Full-text queries here ask for rare words only, so filtering by shop afterwards is cheap.
+CREATE INDEX idx_kb_search_tsv ON knowledge_base_rag USING gin (search_tsv)
     WHERE valid_to IS NULL;
 CREATE INDEX idx_kb_embedding_hnsw ON knowledge_base_rag USING hnsw (embedding vector_cosine_ops)
     WHERE valid_to IS NULL;

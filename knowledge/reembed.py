@@ -1,0 +1,82 @@
+"""Re-embedding the knowledge base after a change of model, in batches, resumable."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from knowledge.db import ArrayItem
+from knowledge.embedding import PROBE_TEXT
+from knowledge.entries import _COLUMNS as ENTRY_COLUMNS
+from knowledge.entries import EntryDraft, entry_from_row, search_texts
+from knowledge.locks import try_advisory_lock
+from knowledge.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+BATCH = 256
+
+CLAIM_STALE = f"""
+SELECT {ENTRY_COLUMNS} FROM knowledge_base_rag
+WHERE valid_to IS NULL AND embedding_model IS DISTINCT FROM $1
+ORDER BY id LIMIT $2
+FOR UPDATE SKIP LOCKED
+"""
+DROP_VECTORS = "DELETE FROM knowledge_vectors WHERE knowledge_id = ANY($1::uuid[])"
+INSERT_VECTORS = """
+INSERT INTO knowledge_vectors (shop_id, entry_id, knowledge_id, kind, text, embedding)
+SELECT t.shop_id, t.entry_id, t.knowledge_id, t.kind, t.text, t.embedding
+FROM unnest($1::integer[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::vector[])
+     AS t(shop_id, entry_id, knowledge_id, kind, text, embedding)
+"""
+MARK_EMBEDDED = """
+UPDATE knowledge_base_rag AS kb SET embedding = t.embedding, embedding_model = $1
+FROM unnest($2::uuid[], $3::vector[]) AS t(id, embedding)
+WHERE kb.id = t.id
+"""
+RESET_MODELS = "DELETE FROM embedding_models WHERE name <> $1 OR probe_text <> $2"
+UPSERT_MODEL = """
+INSERT INTO embedding_models (name, dimensions, backend, probe_text, probe_vector)
+VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (name) DO UPDATE SET backend = EXCLUDED.backend, probe_vector = EXCLUDED.probe_vector,
+                                 checked_at = now()
+"""
+
+
+async def reembed(rt: Runtime) -> int:
+    """Re-embed every live entry not embedded by the loaded model; returns how many were."""
+    async with try_advisory_lock(rt.pool, "job:reembed") as locked:
+        if locked is None:
+            return 0
+        done = 0
+        model = rt.embedder.model_name
+        while True:
+            async with rt.pool.acquire() as conn, conn.transaction():
+                rows = await conn.fetch(CLAIM_STALE, model, BATCH)
+                if not rows:
+                    break
+                entries = [entry_from_row(r) for r in rows]
+                groups = [search_texts(EntryDraft(answer=e.answer, question=e.question,
+                                                  variants=e.variants)) for e in entries]
+                flat = [text for group in groups for _, text in group]
+                vectors = await rt.embedder.embed_many(flat)
+                records, firsts, position = [], [], 0
+                for entry, group in zip(entries, groups, strict=True):
+                    firsts.append(ArrayItem(vectors[position]))
+                    for kind, text in group:
+                        records.append((entry.shop_id, entry.entry_id, entry.id, kind, text,
+                                        ArrayItem(vectors[position])))
+                        position += 1
+                await conn.execute(DROP_VECTORS, [e.id for e in entries])
+                columns = [list(c) for c in zip(*records, strict=True)]
+                await conn.execute(INSERT_VECTORS, *columns)
+                await conn.execute(MARK_EMBEDDED, model, [e.id for e in entries], firsts)
+                done += len(entries)
+        probe = (await rt.embedder.embed(PROBE_TEXT)).astype(np.float32)
+        async with rt.pool.acquire() as conn, conn.transaction():
+            await conn.execute(RESET_MODELS, model, PROBE_TEXT)
+            await conn.execute(UPSERT_MODEL, model, rt.embedder.dimensions, rt.embedder.backend,
+                               PROBE_TEXT, probe)
+        log.info("re-embedded %d entries with %s", done, model)
+        return done
