@@ -18,13 +18,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
+import aiohttp
 import numpy as np
+import psutil
 
 from benchmarks.common import data_dir, free_port, questions, served, summary
 from knowledge import keys, shops
 from knowledge.access import CLI_ADMIN, Role
 from knowledge.entries import EntryDraft, add_entries
+from knowledge.errors import NotFound
 from knowledge.retrieval import EXACT_VECTORS_OF_SHOP, cache_of, search
 from knowledge.runtime import Runtime, open_runtime
 from knowledge.settings import Settings
@@ -86,24 +88,51 @@ async def raw_costs(rt: Runtime, shop_id: int, probes: list[str]) -> dict[str, f
     return {"embedding_ms": statistics.median(embed_ms), "sql_ms": statistics.median(sql_ms)}
 
 
-async def drive(base: str, key: str, texts: list[str], concurrency: int
-                ) -> tuple[list[float], float]:
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        try:
+            times = psutil.Process(pid).cpu_times()
+            total += times.user + times.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def postgres_pids() -> list[int]:
+    return [p.pid for p in psutil.process_iter(["name"]) if p.info["name"] == "postgres"]
+
+
+async def drive(base: str, key: str, texts: list[str], concurrency: int, server_pid: int
+                ) -> tuple[list[float], float, dict[str, float]]:
+    """Send every text once over `concurrency` keep-alive connections (aiohttp: a client
+    cheap enough not to be what is measured)."""
     queue = list(texts)
     latencies: list[float] = []
     headers = {"Authorization": f"Bearer {key}"}
 
-    async def client() -> None:
-        async with httpx.AsyncClient(base_url=base, headers=headers, timeout=60) as c:
-            while queue:
-                text = queue.pop()
-                started = time.perf_counter()
-                r = await c.post("/v1/answer", json={"question": text})
-                latencies.append((time.perf_counter() - started) * 1000)
+    async def client(session: aiohttp.ClientSession) -> None:
+        while queue:
+            text = queue.pop()
+            started = time.perf_counter()
+            async with session.post(f"{base}/v1/answer", json={"question": text}) as r:
+                await r.read()
                 r.raise_for_status()
+            latencies.append((time.perf_counter() - started) * 1000)
 
-    started = time.perf_counter()
-    await asyncio.gather(*(client() for _ in range(concurrency)))
-    return latencies, len(texts) / (time.perf_counter() - started)
+    pg = postgres_pids()
+    before = (time.process_time(), cpu_seconds([server_pid]), cpu_seconds(pg))
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(headers=headers, connector=connector) as session:
+        started = time.perf_counter()
+        await asyncio.gather(*(client(session) for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    after = (time.process_time(), cpu_seconds([server_pid]), cpu_seconds(pg))
+    n = len(texts)
+    cpu = {name: round((b - a) / n * 1000, 2) for name, a, b in
+           zip(("client_cpu_ms", "server_cpu_ms", "postgres_cpu_ms"), before, after,
+               strict=True)}
+    return latencies, n / elapsed, cpu
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
@@ -112,11 +141,16 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     rt = await open_runtime(settings)
     try:
         started = time.perf_counter()
-        large = await load_shop(rt, "bench-large", args.entries, seed=1)
-        small = await load_shop(rt, "bench-small", max(10, args.entries // 100), seed=2)
-        for i in range(args.other_shops):
-            await load_shop(rt, f"bench-other-{i}", args.entries // 4, seed=10 + i)
-        await rt.pool.execute("ANALYZE")
+        try:
+            # A data directory from an earlier run with the same --entries is reused as is.
+            large = (await shops.get_shop(rt.pool, "bench-large")).id
+            small = (await shops.get_shop(rt.pool, "bench-small")).id
+        except NotFound:
+            large = await load_shop(rt, "bench-large", args.entries, seed=1)
+            small = await load_shop(rt, "bench-small", max(10, args.entries // 100), seed=2)
+            for i in range(args.other_shops):
+                await load_shop(rt, f"bench-other-{i}", args.entries // 4, seed=10 + i)
+            await rt.pool.execute("ANALYZE")
         load_s = time.perf_counter() - started
         key = (await keys.create_key(rt.pool, Role.BOT, large, "bench")).secret
         probes = questions(args.queries, seed=99)
@@ -126,11 +160,12 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         recall_small, path_small = await recall_at_10(rt, small, probes[:100])
         total_rows = await rt.pool.fetchval("SELECT count(*) FROM knowledge_vectors")
         url = rt.database_url
-        with served(url, data, free_port()) as base:
-            await drive(base, key, questions(40, seed=7), 1)  # warm-up
-            single, single_rps = await drive(base, key, questions(args.queries, seed=100), 1)
-            many, many_rps = await drive(base, key, questions(args.queries * 2, seed=101),
-                                         args.concurrency)
+        with served(url, data, free_port()) as (base, pid):
+            await drive(base, key, questions(40, seed=7), 1, pid)  # warm-up
+            single, single_rps, single_cpu = await drive(
+                base, key, questions(args.queries, seed=100), 1, pid)
+            many, many_rps, many_cpu = await drive(
+                base, key, questions(args.queries * 2, seed=101), args.concurrency, pid)
         raw_total = raw["embedding_ms"] + raw["sql_ms"]
         report = {
             "entries_in_large_shop": args.entries, "vectors_in_table": total_rows,
@@ -139,9 +174,11 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             "raw_sql_vector_query_ms_p50": round(raw["sql_ms"], 2),
             "served_one_at_a_time": {k: round(v, 2) for k, v in summary(single).items()},
             "served_one_at_a_time_rps": round(single_rps, 1),
+            "cpu_per_request_one_at_a_time": single_cpu,
             f"served_{args.concurrency}_concurrent": {k: round(v, 2)
                                                       for k, v in summary(many).items()},
             f"served_{args.concurrency}_concurrent_rps": round(many_rps, 1),
+            f"cpu_per_request_{args.concurrency}_concurrent": many_cpu,
             "throughput_ratio": round(many_rps / single_rps, 2),
             "served_p50_over_raw": round(statistics.median(single) / raw_total, 2),
             "recall_at_10_large_shop": round(recall_large, 4), "path_large_shop": path_large,

@@ -59,9 +59,9 @@ def data_dir(given: str | None) -> Path:
 
 
 @contextmanager
-def served(database_url: str, data: Path, port: int) -> Iterator[str]:
+def served(database_url: str, data: Path, port: int) -> Iterator[tuple[str, int]]:
     """`learnkb serve` in its own process, as users run it."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LEARNKB_")}
+    env = dict(os.environ)  # LEARNKB_* settings given to the benchmark apply to the server
     env.update(LEARNKB_DATABASE_URL=database_url, LEARNKB_DATA_DIR=str(data),
                LEARNKB_LOG_LEVEL="warning")
     learnkb = str(Path(sys.executable).parent / "learnkb")
@@ -80,7 +80,7 @@ def served(database_url: str, data: Path, port: int) -> Iterator[str]:
             if time.monotonic() > deadline:
                 raise SystemExit("learnkb serve did not become ready")
             time.sleep(0.25)
-        yield base
+        yield base, proc.pid
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)

@@ -30,6 +30,8 @@ class Settings:
     embed_batch_max: int = 32
     embed_batch_wait_ms: float = 2.0
     embed_cache_size: int = 4096
+    # Threads for one forward pass; 0 lets the runtime use every core.
+    embed_threads: int = 0
 
     # Retrieval.
     search_candidates: int = 10
