@@ -42,6 +42,7 @@ INSERT INTO response_analytics (shop_id, conversation_id, response_text, respons
                                 response_time_ms, ab_test_variant, metrics)
 SELECT $2, id, $7, $8, $13, $14, $15 FROM turn
 """
+ASYNC_COMMIT = "SET LOCAL synchronous_commit = off"
 OPEN_HANDOVER = """
 INSERT INTO learning_queue (shop_id, source_type, source_id, kind, question, embedding,
                             confidence_score, priority, metadata)
@@ -173,7 +174,11 @@ async def answer_question(rt: Runtime, shop: Shop, q: Question) -> Answer:
     metrics = {"confidence": confidence, "path": result.path, "repeats": repeats,
                "sources": [_source_json(c) for c in sources], **{
                    k: round(v, 3) for k, v in timings.items()}}
-    async with rt.pool.acquire() as conn:
+    async with rt.pool.acquire() as conn, conn.transaction():
+        if tier != "handover":
+            # The turn log need not wait for its WAL flush: a database crash may lose the last
+            # fraction of a second of turns (never corrupt them), and answers stay fast.
+            await conn.execute(ASYNC_COMMIT)
         await _log_turn(conn, shop.id, turn_id, conversation_id, q, reply, tier, confidence,
                         sources, vector, metrics, int(timings["total_ms"]))
         if tier == "handover":

@@ -9,7 +9,6 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import PurePath
-from typing import Any
 from uuid import UUID
 
 import asyncpg
@@ -71,7 +70,8 @@ INSERT INTO documents (shop_id, name, media_type, content_hash, byte_size, versi
 VALUES ($1, $2, $3, '', 0, 0)
 ON CONFLICT (shop_id, name) DO NOTHING
 """
-LOCK_DOCUMENT = f"SELECT {_COLUMNS} FROM documents WHERE shop_id = $1 AND name = $2 FOR UPDATE"
+SELECT_DOCUMENT_BY_NAME = f"SELECT {_COLUMNS} FROM documents WHERE shop_id = $1 AND name = $2"
+LOCK_DOCUMENT = SELECT_DOCUMENT_BY_NAME + " FOR UPDATE"
 UPDATE_DOCUMENT = f"""
 UPDATE documents SET media_type = $2, content_hash = $3, byte_size = $4, chunk_count = $5,
                      version = version + 1, deleted_at = NULL
@@ -193,8 +193,7 @@ async def ingest_document(rt: Runtime, shop_id: int, name: str, data: bytes,
         raise Invalid("the document is empty", field="file")
     media_type = media_type_for(name, declared_type)
     digest = hashlib.sha256(data).hexdigest()
-    existing = await rt.pool.fetchrow(
-        f"SELECT {_COLUMNS} FROM documents WHERE shop_id = $1 AND name = $2", shop_id, name)
+    existing = await rt.pool.fetchrow(SELECT_DOCUMENT_BY_NAME, shop_id, name)
     if existing is not None and existing["content_hash"] == digest \
             and existing["deleted_at"] is None:
         return IngestResult(_document(existing), changed=False, chunks_added=0,
@@ -262,7 +261,3 @@ async def delete_document(rt: Runtime, shop_id: int, document_id: UUID,
                            before={"content_hash": current.content_hash,
                                    "chunks": int(retired)})
         return _document(row)
-
-
-def describe(document: Document) -> dict[str, Any]:
-    return {"id": str(document.id), "name": document.name, "version": document.version}

@@ -72,6 +72,7 @@ _COLUMNS = ("id, entry_id, version, shop_id, category, question, variants, answe
             "document_id, chunk_index, metadata, created_by, change_reason, created_at, "
             "valid_from, valid_to, supersedes, superseded_by")
 
+COLUMNS = _COLUMNS
 COLUMN_NAMES = tuple(c.strip() for c in _COLUMNS.split(","))
 
 INSERT_ENTRY = f"""
@@ -119,10 +120,6 @@ SELECT_HISTORY = f"""
 SELECT {_COLUMNS} FROM knowledge_base_rag
 WHERE shop_id = $1 AND entry_id = $2
 ORDER BY version
-"""
-SELECT_MANY_LIVE = f"""
-SELECT {_COLUMNS} FROM knowledge_base_rag
-WHERE shop_id = $1 AND entry_id = ANY($2::uuid[]) AND valid_to IS NULL
 """
 LIST_LIVE = f"""
 SELECT {_COLUMNS} FROM knowledge_base_rag
@@ -283,12 +280,6 @@ async def get_entry(conn: Queryable, shop_id: int,
     if row is None:
         raise NotFound(f"no knowledge entry {entry_id}")
     return entry_from_row(row)
-
-
-async def get_live_entries(conn: Queryable, shop_id: int,
-                           entry_ids: Sequence[UUID]) -> dict[UUID, Entry]:
-    rows = await conn.fetch(SELECT_MANY_LIVE, shop_id, list(entry_ids))
-    return {r["entry_id"]: entry_from_row(r) for r in rows}
 
 
 async def history(conn: Queryable, shop_id: int,
