@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
+import enum
 import json
 import logging
 import signal
@@ -26,8 +28,21 @@ if TYPE_CHECKING:
 log = logging.getLogger("learnkb")
 
 
+def _plain(value: Any) -> Any:
+    """Dataclasses (shops, keys, entries...) as JSON-ready dicts."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, enum.Enum):
+        return value.value
+    return value
+
+
 def _print(value: Any) -> None:
-    print(json.dumps(value, indent=2, default=str))
+    print(json.dumps(_plain(value), indent=2, default=str))
 
 
 async def _with_runtime(settings: Settings, work: Callable[[Runtime], Awaitable[Any]],
@@ -189,8 +204,9 @@ def cmd_jobs(settings: Settings, args: argparse.Namespace) -> None:
         return await run_job(rt, args.job)
 
     # Re-embedding is how a model change is resolved, so it must start despite the mismatch.
-    print(asyncio.run(_with_runtime(settings, work, load_model=True,
-                                    check_vectors=args.job != "reembed")))
+    reembedding = args.job == "reembed"
+    print(asyncio.run(_with_runtime(settings, work, load_model=reembedding,
+                                    check_vectors=not reembedding)))
 
 
 def build_parser() -> argparse.ArgumentParser:

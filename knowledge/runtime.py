@@ -29,6 +29,9 @@ class Runtime:
     async def close(self) -> None:
         await self.embedder.stop()
         await self.pool.close()
+        if self.embedded is not None:
+            # Stops the embedded server unless another learnkb process still uses it.
+            await asyncio.to_thread(self.embedded.stop)
 
 
 async def open_runtime(settings: Settings, *, load_model: bool = True,

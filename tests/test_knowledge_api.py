@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 
 from tests.conftest import ShopKeys
+from tests.pdf_fixture import pdf_with_text
 
 FAQ_V1 = b"""# Shop FAQ
 
@@ -154,3 +155,13 @@ async def test_html_and_text_documents(client: httpx.AsyncClient, shop: ShopKeys
     assert "Gift wrapping" in found["results"][0]["answer"]
     listed = (await client.get("/v1/documents", headers=shop.owner)).json()
     assert {d["name"] for d in listed} == {"care.html", "gifts.txt"}
+
+
+async def test_pdf_documents_are_read(client: httpx.AsyncClient, shop: ShopKeys) -> None:
+    pdf = pdf_with_text(["Warranty terms for the Aurora espresso machine.",
+                         "The Aurora carries a two year warranty on the pump and boiler."])
+    r = await _upload(client, shop, pdf, "warranty.pdf", "application/pdf")
+    assert r.status_code == 201, r.text
+    found = (await client.get("/v1/search", headers=shop.bot,
+                              params={"q": "how long is the Aurora warranty?"})).json()
+    assert "two year warranty" in found["results"][0]["answer"]

@@ -71,9 +71,12 @@ def test_serve_demo_answers_and_keeps_its_data(tmp_path: Path) -> None:
         assert client.get("/schema/openapi.json").json()["info"]["title"] == "learnkb"
         assert client.get("/health").json()["status"] == "ok"
     assert (data_dir / "pgdata" / "PG_VERSION").exists()
+    # learnkb stopped the embedded server it started.
+    assert not (data_dir / "pgdata" / "postmaster.pid").exists()
     with _serve(data_dir, port) as client:
         # The same key still works: the shop, its knowledge and its keys survived the restart.
         assert (data_dir / "demo-key").read_text().strip() == key
         again = client.post("/v1/answer", headers=headers,
                             json={"question": "how long does delivery take?"}).json()
         assert again["sources"][0]["entry_id"] == body["sources"][0]["entry_id"]
+    assert not (data_dir / "pgdata" / "postmaster.pid").exists()

@@ -16,7 +16,7 @@ from knowledge.answering import Question, answer_question
 from knowledge.errors import Invalid
 from knowledge.retrieval import search
 
-ShopParam = Annotated[str | None, QueryParameter(query="shop", max_length=63,
+ShopParam = Annotated[str | None, QueryParameter(max_length=63,
                                             description="shop id or slug (admin keys only)")]
 
 

@@ -7,7 +7,7 @@ from uuid import UUID
 
 from litestar import Controller, delete, get, post
 from litestar.datastructures import State
-from litestar.params import JSONBody, QueryParameter
+from litestar.params import FromPath, JSONBody, QueryParameter
 
 from app.auth import Caller, key_cache_of, resolve_shop, runtime_of
 from app.controllers.answers import ShopParam
@@ -49,7 +49,7 @@ class KeyController(Controller):
         return [KeyOut.of(k) for k in found]
 
     @delete("/{key_id:uuid}", status_code=200, summary="Revoke a key")
-    async def revoke(self, state: State, principal: Caller, key_id: UUID) -> KeyOut:
+    async def revoke(self, state: State, principal: Caller, key_id: FromPath[UUID]) -> KeyOut:
         rt = runtime_of(state)
         key = await keys.get_key(rt.pool, key_id)
         if principal.role is not Role.ADMIN:
