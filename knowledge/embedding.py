@@ -67,9 +67,12 @@ class _Pending:
 class Embedder:
     """Turns text into normalized 384-d vectors.
 
-    Concurrent `embed` calls are gathered into one forward pass: the first waits at most
-    `embed_batch_wait_ms` for company, a batch holds at most `embed_batch_max` texts, and while
-    one batch runs the next one fills up, so load raises throughput instead of latency.
+    Concurrent `embed` calls are gathered into batches: a batch holds at most
+    `embed_batch_max` texts, its first text waits at most `embed_batch_wait_ms` for company (only
+    under load), and while batches run the next ones fill up, so load raises throughput instead
+    of latency. `embed_workers` batches run at once, each on its own copy of the model with
+    `embed_threads` threads: single-threaded passes side by side use the cores better than
+    one pass split across them.
     """
 
     settings: Settings
@@ -77,20 +80,25 @@ class Embedder:
     model_name: str = MODEL_NAME
     dimensions: int = DIMENSIONS
     stats: EmbedStats = field(default_factory=EmbedStats)
-    _model: Any = None
+    _models: list[Any] = field(default_factory=list)
     _cache: OrderedDict[str, Vector] = field(default_factory=OrderedDict)
     _queue: asyncio.Queue[_Pending] | None = None
     _busy: bool = False
-    _worker: asyncio.Task[None] | None = None
-    _executor: ThreadPoolExecutor = field(
-        default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="embed"))
+    _workers: list[asyncio.Task[None]] = field(default_factory=list)
+    _executors: list[ThreadPoolExecutor] = field(default_factory=list)
 
     @property
     def ready(self) -> bool:
-        return self._model is not None
+        return bool(self._models)
 
     def load(self) -> None:
-        """Load the model (blocking; call once at start-up, off the event loop)."""
+        """Load the model once per worker (blocking; call at start-up, off the event loop)."""
+        count = max(1, self.settings.embed_workers)
+        self._models = [self._load_one() for _ in range(count)]
+        self._executors = [ThreadPoolExecutor(1, thread_name_prefix=f"embed-{i}")
+                           for i in range(count)]
+
+    def _load_one(self) -> Any:
         from sentence_transformers import SentenceTransformer
 
         source = self.settings.embedding_model_path or bundled_model_path()
@@ -100,20 +108,20 @@ class Embedder:
         if wanted == "onnx":
             try:
                 onnx_dir = self._ensure_onnx_export(Path(source))
-                self._model = SentenceTransformer(
+                model = SentenceTransformer(
                     str(onnx_dir), device="cpu", backend="onnx",
                     model_kwargs={"file_name": _ONNX_FILE,
                                   "session_options": self._onnx_options()})
                 self.backend = "onnx"
-                return
+                return model
             except Exception:
                 log.exception("ONNX backend unavailable; falling back to torch")
         if self.settings.embed_threads > 0:
             import torch
 
             torch.set_num_threads(self.settings.embed_threads)
-        self._model = SentenceTransformer(str(source), device="cpu")
         self.backend = "torch"
+        return SentenceTransformer(str(source), device="cpu")
 
     def _onnx_options(self) -> Any:
         import onnxruntime
@@ -157,12 +165,12 @@ class Embedder:
             shutil.rmtree(staging, ignore_errors=True)
         return target
 
-    def encode_sync(self, texts: list[str]) -> list[Vector]:
-        """Encode now, in the calling thread (for bulk jobs and the batch worker)."""
-        if self._model is None:
+    def encode_sync(self, texts: list[str], worker: int = 0) -> list[Vector]:
+        """Encode now, in the calling thread, on one worker's copy of the model."""
+        if not self._models:
             raise Unavailable("the embedding model is not loaded")
         started = time.perf_counter()
-        matrix = self._model.encode(
+        matrix = self._models[worker].encode(
             texts, batch_size=max(len(texts), 1), normalize_embeddings=True,
             convert_to_numpy=True, show_progress_bar=False,
         )
@@ -173,17 +181,19 @@ class Embedder:
         return out
 
     async def start(self) -> None:
-        if self._worker is None:
+        if not self._workers:
             self._queue = asyncio.Queue()
-            self._worker = asyncio.create_task(self._run(), name="embed-batcher")
+            self._workers = [asyncio.create_task(self._run(i), name=f"embed-batcher-{i}")
+                             for i in range(len(self._executors))]
 
     async def stop(self) -> None:
-        if self._worker is not None:
-            self._worker.cancel()
+        for task in self._workers:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._worker
-            self._worker = None
-        self._executor.shutdown(wait=False, cancel_futures=True)
+                await task
+        self._workers = []
+        for executor in self._executors:
+            executor.shutdown(wait=False, cancel_futures=True)
 
     async def embed(self, text: str) -> Vector:
         """One text's vector, through the cache and the shared batcher."""
@@ -203,11 +213,13 @@ class Embedder:
 
     async def embed_many(self, texts: list[str], chunk: int = 64) -> list[Vector]:
         """Vectors for a bulk load, in chunks so answering is not starved meanwhile."""
+        if not self._executors:
+            raise Unavailable("the embedding model is not loaded")
         loop = asyncio.get_running_loop()
         out: list[Vector] = []
         for start in range(0, len(texts), chunk):
             part = [normalize_text(t) for t in texts[start:start + chunk]]
-            out.extend(await loop.run_in_executor(self._executor, self.encode_sync, part))
+            out.extend(await loop.run_in_executor(self._executors[0], self.encode_sync, part))
         return out
 
     def _remember(self, key: str, vector: Vector) -> None:
@@ -216,7 +228,7 @@ class Embedder:
         while len(self._cache) > self.settings.embed_cache_size:
             self._cache.popitem(last=False)
 
-    async def _run(self) -> None:
+    async def _run(self, worker: int) -> None:
         assert self._queue is not None
         queue = self._queue
         loop = asyncio.get_running_loop()
@@ -238,7 +250,8 @@ class Embedder:
                 await asyncio.sleep(min(remaining, 0.0005))
             unique = list(dict.fromkeys(p.text for p in batch))
             try:
-                vectors = await loop.run_in_executor(self._executor, self.encode_sync, unique)
+                vectors = await loop.run_in_executor(self._executors[worker], self.encode_sync,
+                                                     unique, worker)
             except Exception as exc:
                 for pending in batch:
                     if not pending.future.done():

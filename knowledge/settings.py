@@ -30,8 +30,10 @@ class Settings:
     embed_batch_max: int = 32
     embed_batch_wait_ms: float = 2.0
     embed_cache_size: int = 4096
-    # Threads for one forward pass; 0 lets the runtime use every core.
-    embed_threads: int = 0
+    # Batches encoded at once, each by its own copy of the model, and the threads each uses
+    # (0: the runtime's default, every core).
+    embed_workers: int = 2
+    embed_threads: int = 1
 
     # Retrieval.
     search_candidates: int = 10
