@@ -205,7 +205,8 @@ def cmd_jobs(settings: Settings, args: argparse.Namespace) -> None:
 
     # Re-embedding is how a model change is resolved, so it must start despite the mismatch.
     reembedding = args.job == "reembed"
-    print(asyncio.run(_with_runtime(settings, work, load_model=reembedding,
+    # Applying embeds new entries; re-embedding must start despite a model mismatch.
+    print(asyncio.run(_with_runtime(settings, work, load_model=args.job in {"reembed", "apply"},
                                     check_vectors=not reembedding)))
 
 

@@ -18,6 +18,8 @@ from app.controllers.api_keys import KeyController
 from app.controllers.documents import document_controller
 from app.controllers.health import HealthController
 from app.controllers.knowledge_entries import KnowledgeController
+from app.controllers.learning import LearningController
+from app.controllers.queue import AuditController, QueueController
 from app.controllers.shops import ShopController
 from app.problems import EXCEPTION_HANDLERS
 from knowledge.runtime import Runtime, open_runtime
@@ -54,7 +56,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None,
     return Litestar(
         route_handlers=[HealthController, AnswerController, KnowledgeController,
                         document_controller(settings.max_document_bytes), ShopController,
-                        KeyController],
+                        KeyController, LearningController, QueueController, AuditController],
         dependencies={"principal": Provide(provide_principal)},
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=[lifespan],

@@ -12,6 +12,7 @@ from msgspec import Meta, Struct
 from knowledge.documents import Document, IngestResult
 from knowledge.entries import Entry
 from knowledge.keys import ApiKey
+from knowledge.learning_queue import QueueItem
 from knowledge.retrieval import Candidate
 from knowledge.shops import Shop
 
@@ -171,6 +172,8 @@ class ShopPatch(Struct, forbid_unknown_fields=True):
     auto_approve_threshold: Annotated[int, Meta(ge=0, le=100)] | None = None
     answer_threshold: Annotated[float, Meta(ge=0, le=1)] | None = None
     options_threshold: Annotated[float, Meta(ge=0, le=1)] | None = None
+    dedup_question_similarity: Annotated[float, Meta(ge=0, le=1)] | None = None
+    dedup_answer_ratio: Annotated[int, Meta(ge=0, le=100)] | None = None
 
 
 class ShopOut(Struct):
@@ -180,6 +183,8 @@ class ShopOut(Struct):
     auto_approve_threshold: int
     answer_threshold: float
     options_threshold: float
+    dedup_question_similarity: float
+    dedup_answer_ratio: int
     created_at: datetime
 
     @classmethod
@@ -187,7 +192,9 @@ class ShopOut(Struct):
         return cls(id=s.id, slug=s.slug, name=s.name,
                    auto_approve_threshold=s.auto_approve_threshold,
                    answer_threshold=round(s.answer_threshold, 4),
-                   options_threshold=round(s.options_threshold, 4), created_at=s.created_at)
+                   options_threshold=round(s.options_threshold, 4),
+                   dedup_question_similarity=round(s.dedup_question_similarity, 4),
+                   dedup_answer_ratio=s.dedup_answer_ratio, created_at=s.created_at)
 
 
 class KeyIn(Struct, forbid_unknown_fields=True):
@@ -221,3 +228,141 @@ class NewKeyOut(Struct):
 class Health(Struct):
     status: str
     checks: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+Note = Annotated[str, Meta(max_length=100_000)]
+
+
+class FeedbackIn(Struct, forbid_unknown_fields=True):
+    turn_id: UUID
+    type: Annotated[str, Meta(pattern="^(thumbs_up|thumbs_down|star_rating|emoji)$")]
+    rating: Annotated[int, Meta(ge=1, le=5)] | None = None
+    emoji: Annotated[str, Meta(max_length=16)] | None = None
+    reason: Note | None = None
+
+
+class CorrectionIn(Struct, forbid_unknown_fields=True):
+    corrected_answer: Note
+    turn_id: UUID | None = None
+    question: Note | None = None
+    original_response: Note | None = None
+    priority: Annotated[str, Meta(pattern="^(low|normal|high|urgent)$")] = "normal"
+    context: Note | None = None
+
+
+class SuggestionIn(Struct, forbid_unknown_fields=True):
+    question: Note
+    answer: Note
+    category: Label | None = None
+    confidence: Annotated[int, Meta(ge=0, le=100)] = 80
+
+
+class QueueItemOut(Struct):
+    id: UUID
+    shop_id: int
+    status: str
+    kind: str
+    source_type: str
+    question: str | None
+    proposed_content: str | None
+    category: str | None
+    confidence: int
+    priority: str
+    observations: int
+    conflict_entry_id: UUID | None
+    target_entry_id: UUID | None
+    merged_into: UUID | None
+    applied_knowledge_id: UUID | None
+    review_note: str | None
+    signals: list[dict[str, Any]]
+    created_at: datetime
+    updated_at: datetime
+    reviewed_at: datetime | None
+    applied_at: datetime | None
+    nearest: dict[str, Any] | None = None
+    nearest_similarity: float | None = None
+    conflict: dict[str, Any] | None = None
+
+    @classmethod
+    def of(cls, item: QueueItem, nearest: dict[str, Any] | None = None,
+           conflict: dict[str, Any] | None = None) -> QueueItemOut:
+        return cls(id=item.id, shop_id=item.shop_id, status=item.status, kind=item.kind,
+                   source_type=item.source_type, question=item.question,
+                   proposed_content=item.proposed_content, category=item.category,
+                   confidence=item.confidence_score, priority=item.priority,
+                   observations=item.observations, conflict_entry_id=item.conflict_entry_id,
+                   target_entry_id=item.target_entry_id, merged_into=item.merged_into,
+                   applied_knowledge_id=item.applied_knowledge_id,
+                   review_note=item.review_note, signals=item.signals,
+                   created_at=item.created_at, updated_at=item.updated_at,
+                   reviewed_at=item.reviewed_at, applied_at=item.applied_at, nearest=nearest,
+                   nearest_similarity=None if item.nearest_similarity is None
+                   else round(item.nearest_similarity, 4), conflict=conflict)
+
+
+class QueuePage(Struct):
+    items: list[QueueItemOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class SubmittedOut(Struct):
+    outcome: str
+    auto_approved: bool
+    item: QueueItemOut | None
+
+
+class FeedbackOut(Struct):
+    feedback_id: UUID
+    sentiment: str
+    queued: SubmittedOut | None
+
+
+class CorrectionOut(Struct):
+    correction_id: UUID
+    queued: SubmittedOut
+
+
+class ApproveIn(Struct, forbid_unknown_fields=True):
+    question: Note | None = None
+    answer: Note | None = None
+    category: Label | None = None
+    note: Note | None = None
+
+
+class AnswerGapIn(Struct, forbid_unknown_fields=True):
+    answer: Note
+    category: Label | None = None
+
+
+class RejectIn(Struct, forbid_unknown_fields=True):
+    reason: Note
+
+
+class MergeIn(Struct, forbid_unknown_fields=True):
+    into: UUID
+
+
+class BulkIn(Struct, forbid_unknown_fields=True):
+    action: Annotated[str, Meta(pattern="^(approve|reject)$")]
+    ids: Annotated[list[UUID], Meta(min_length=1, max_length=500)]
+    reason: Note | None = None
+
+
+class BulkResult(Struct):
+    id: UUID
+    ok: bool
+    status: str | None = None
+    error: str | None = None
+
+
+class AuditOut(Struct):
+    id: int
+    actor: str
+    action: str
+    subject_type: str
+    subject_id: UUID | None
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    created_at: datetime

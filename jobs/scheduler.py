@@ -7,12 +7,13 @@ from collections.abc import Awaitable, Callable
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from jobs import reembed, refresh_metrics
+from jobs import apply, reembed, refresh_metrics
 from knowledge.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
 JOBS: dict[str, Callable[[Runtime], Awaitable[str]]] = {
+    apply.NAME: apply.run,
     refresh_metrics.NAME: refresh_metrics.run,
     reembed.NAME: reembed.run,
 }
@@ -38,6 +39,9 @@ def start_scheduler(rt: Runtime) -> AsyncIOScheduler:
 
     scheduler.add_job(guarded, "interval", args=[refresh_metrics.NAME],
                       seconds=rt.settings.metrics_refresh_seconds, id=refresh_metrics.NAME,
+                      max_instances=1, coalesce=True)
+    scheduler.add_job(guarded, "interval", args=[apply.NAME],
+                      seconds=rt.settings.apply_interval_seconds, id=apply.NAME,
                       max_instances=1, coalesce=True)
     scheduler.start()
     return scheduler

@@ -23,13 +23,17 @@ class Action(enum.StrEnum):
     MANAGE_SHOPS = "manage_shops"     # create shops, change any shop
     MANAGE_BOT_KEYS = "manage_bot_keys"
     MANAGE_KEYS = "manage_keys"       # keys of any role
+    FEEDBACK = "feedback"             # report how an answer went
+    CORRECT = "correct"               # correct answers, suggest knowledge
+    REVIEW = "review"                 # review the learning queue, read the audit log
 
 
 _ALLOWED: dict[Role, frozenset[Action]] = {
     Role.ADMIN: frozenset(Action),
     Role.OWNER: frozenset({Action.ANSWER, Action.READ_KNOWLEDGE, Action.WRITE_KNOWLEDGE,
-                           Action.READ_SHOP, Action.MANAGE_BOT_KEYS}),
-    Role.BOT: frozenset({Action.ANSWER}),
+                           Action.READ_SHOP, Action.MANAGE_BOT_KEYS, Action.FEEDBACK,
+                           Action.CORRECT, Action.REVIEW}),
+    Role.BOT: frozenset({Action.ANSWER, Action.FEEDBACK}),
 }
 
 
@@ -44,10 +48,12 @@ class Principal:
 
     @property
     def actor(self) -> str:
-        return f"{self.role.value}:{self.key_id}" if self.key_id else f"{self.role.value}:cli"
+        return f"{self.role.value}:{self.key_id}" if self.key_id else self.name
 
 
-CLI_ADMIN = Principal(key_id=None, role=Role.ADMIN, shop_id=None, name="cli")
+CLI_ADMIN = Principal(key_id=None, role=Role.ADMIN, shop_id=None, name="admin:cli")
+# Who the audit log names for decisions learnkb takes by itself (auto-approval, applying).
+SYSTEM = Principal(key_id=None, role=Role.ADMIN, shop_id=None, name="system")
 
 
 def authorize(principal: Principal, action: Action) -> None:

@@ -9,8 +9,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from knowledge import tone
+from knowledge.access import SYSTEM
 from knowledge.db import Conn, Vector
 from knowledge.errors import Invalid
+from knowledge.learning_queue import ItemDraft, submit
 from knowledge.retrieval import Candidate, search
 from knowledge.runtime import Runtime
 from knowledge.shops import Shop
@@ -43,11 +45,6 @@ INSERT INTO response_analytics (shop_id, conversation_id, response_text, respons
 SELECT $2, id, $7, $8, $13, $14, $15 FROM turn
 """
 ASYNC_COMMIT = "SET LOCAL synchronous_commit = off"
-OPEN_HANDOVER = """
-INSERT INTO learning_queue (shop_id, source_type, source_id, kind, question, embedding,
-                            confidence_score, priority, metadata)
-VALUES ($1, 'handover', $2, 'gap', $3, $4, 50, 'high', $5)
-"""
 
 
 @dataclass(slots=True)
@@ -174,26 +171,36 @@ async def answer_question(rt: Runtime, shop: Shop, q: Question) -> Answer:
     metrics = {"confidence": confidence, "path": result.path, "repeats": repeats,
                "sources": [_source_json(c) for c in sources], **{
                    k: round(v, 3) for k, v in timings.items()}}
+    # Nothing a customer wrote is stored unredacted.
+    stored = rt.redactor.redact(text)
+    learns = tier in {"fallback", "handover"}
     async with rt.pool.acquire() as conn, conn.transaction():
-        if tier != "handover":
+        if not learns:
             # The turn log need not wait for its WAL flush: a database crash may lose the last
             # fraction of a second of turns (never corrupt them), and answers stay fast.
             await conn.execute(ASYNC_COMMIT)
-        await _log_turn(conn, shop.id, turn_id, conversation_id, q, reply, tier, confidence,
-                        sources, vector, metrics, int(timings["total_ms"]))
-        if tier == "handover":
-            await conn.execute(OPEN_HANDOVER, shop.id, turn_id, text, vector,
-                               {"conversation_id": conversation_id, "repeats": repeats})
+        await _log_turn(conn, shop.id, turn_id, conversation_id, stored.text, q, reply, tier,
+                        confidence, sources, vector, metrics, int(timings["total_ms"]))
+        if learns:
+            # A question nothing answered is a knowledge gap; asked again and again in one
+            # conversation, it is handed over. Either way the owner is asked for an answer,
+            # and repeats of it gather into one item.
+            await submit(rt, shop, ItemDraft(
+                kind="gap", source_type="gap" if tier == "fallback" else "handover",
+                question=stored.text, source_id=turn_id,
+                priority="high" if tier == "handover" else "normal",
+                metadata={"conversation_id": conversation_id, "repeats": repeats,
+                          "redacted": stored.counts}), SYSTEM, conn=conn, vector=vector)
     return Answer(turn_id=turn_id, conversation_id=conversation_id, tier=tier,
                   confidence=confidence, text=reply, sources=sources, options=options,
                   repeats=repeats, timings=timings)
 
 
 async def _log_turn(conn: Conn, shop_id: int, turn_id: uuid.UUID,
-                    conversation_id: str, q: Question, reply: str, tier: str,
+                    conversation_id: str, question: str, q: Question, reply: str, tier: str,
                     confidence: float, sources: list[Candidate], vector: Vector,
                     metrics: dict[str, Any], latency_ms: int) -> None:
     await conn.execute(
-        LOG_TURN, turn_id, shop_id, conversation_id, q.user_id, q.channel, q.text, reply, tier,
+        LOG_TURN, turn_id, shop_id, conversation_id, q.user_id, q.channel, question, reply, tier,
         confidence, [_source_json(c) for c in sources], vector, q.metadata, latency_ms,
         q.ab_variant, metrics)

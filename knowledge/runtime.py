@@ -11,6 +11,7 @@ import asyncpg
 from knowledge import db
 from knowledge.embedding import Embedder
 from knowledge.migrate import migrate
+from knowledge.redaction import Redactor, redactor_from_settings
 from knowledge.settings import Settings
 from knowledge.vectors_check import check_embedding_space
 
@@ -22,6 +23,7 @@ class Runtime:
     settings: Settings
     pool: asyncpg.Pool
     embedder: Embedder
+    redactor: Redactor = field(default_factory=Redactor)
     embedded: db.EmbeddedPostgres | None = None
     database_url: str = ""
     extras: dict[str, object] = field(default_factory=dict)
@@ -37,6 +39,7 @@ class Runtime:
 async def open_runtime(settings: Settings, *, load_model: bool = True,
                        run_migrations: bool = True, check_vectors: bool = True) -> Runtime:
     """Start (or connect to) the database, migrate it, load the model and check the vectors."""
+    redactor = redactor_from_settings(settings)
     url, embedded = await db.resolve_database_url(settings)
     if run_migrations:
         applied = await migrate(url)
@@ -49,5 +52,5 @@ async def open_runtime(settings: Settings, *, load_model: bool = True,
         await embedder.start()
         if check_vectors:
             await check_embedding_space(pool, embedder)
-    return Runtime(settings=settings, pool=pool, embedder=embedder, embedded=embedded,
-                   database_url=url)
+    return Runtime(settings=settings, pool=pool, embedder=embedder, redactor=redactor,
+                   embedded=embedded, database_url=url)

@@ -48,6 +48,11 @@ class Settings:
     # through this process applies at once, one made elsewhere within this many seconds.
     auth_cache_seconds: float = 10.0
 
+    # Extra PII patterns to redact, as JSON: {"iban": "\\bDE\\d{20}\\b"}.
+    redact_extra_patterns: str = ""
+    # How often the apply job moves approved learning into the knowledge base.
+    apply_interval_seconds: int = 20
+
     # Limits on what callers may send.
     max_question_chars: int = 2_000
     max_answer_chars: int = 20_000

@@ -25,10 +25,12 @@ class Shop:
     answer_threshold: float
     options_threshold: float
     created_at: datetime
+    dedup_question_similarity: float = 0.88
+    dedup_answer_ratio: int = 90
 
 
 _COLUMNS = ("id, slug, name, auto_approve_threshold, answer_threshold, options_threshold, "
-            "created_at")
+            "created_at, dedup_question_similarity, dedup_answer_ratio")
 
 INSERT_SHOP = f"INSERT INTO shops (slug, name) VALUES ($1, $2) RETURNING {_COLUMNS}"
 SELECT_SHOP_BY_ID = f"SELECT {_COLUMNS} FROM shops WHERE id = $1"
@@ -38,7 +40,9 @@ UPDATE_SHOP = f"""
 UPDATE shops SET name = coalesce($2, name),
                  auto_approve_threshold = coalesce($3, auto_approve_threshold),
                  answer_threshold = coalesce($4, answer_threshold),
-                 options_threshold = coalesce($5, options_threshold)
+                 options_threshold = coalesce($5, options_threshold),
+                 dedup_question_similarity = coalesce($6, dedup_question_similarity),
+                 dedup_answer_ratio = coalesce($7, dedup_answer_ratio)
 WHERE id = $1
 RETURNING {_COLUMNS}
 """
@@ -93,7 +97,13 @@ async def update_shop(conn: Queryable, shop_id: int,
                       field="auto_approve_threshold", minimum=0, maximum=100)
     answer = changes.get("answer_threshold")
     options = changes.get("options_threshold")
-    for name, value in (("answer_threshold", answer), ("options_threshold", options)):
+    similarity = changes.get("dedup_question_similarity")
+    ratio = changes.get("dedup_answer_ratio")
+    if ratio is not None and not 0 <= ratio <= 100:
+        raise Invalid("dedup_answer_ratio is between 0 and 100", field="dedup_answer_ratio",
+                      minimum=0, maximum=100)
+    for name, value in (("answer_threshold", answer), ("options_threshold", options),
+                        ("dedup_question_similarity", similarity)):
         if value is not None and not 0.0 <= value <= 1.0:
             raise Invalid(f"{name} is between 0 and 1", field=name, minimum=0, maximum=1)
     new_answer = current.answer_threshold if answer is None else answer
@@ -101,7 +111,8 @@ async def update_shop(conn: Queryable, shop_id: int,
     if new_options > new_answer:
         raise Invalid("options_threshold may not exceed answer_threshold",
                       field="options_threshold", maximum=new_answer)
-    row = await conn.fetchrow(UPDATE_SHOP, shop_id, changes.get("name"), auto, answer, options)
+    row = await conn.fetchrow(UPDATE_SHOP, shop_id, changes.get("name"), auto, answer, options,
+                              similarity, ratio)
     assert row is not None
     return _shop(row)
 

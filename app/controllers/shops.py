@@ -46,6 +46,8 @@ class ShopController(Controller):
         changed = await shops.update_shop(
             runtime_of(state).pool, target.id, name=data.name,
             auto_approve_threshold=data.auto_approve_threshold,
-            answer_threshold=data.answer_threshold, options_threshold=data.options_threshold)
+            answer_threshold=data.answer_threshold, options_threshold=data.options_threshold,
+            dedup_question_similarity=data.dedup_question_similarity,
+            dedup_answer_ratio=data.dedup_answer_ratio)
         shop_cache_of(state).forget(target.id)
         return ShopOut.of(changed)

@@ -1,0 +1,133 @@
+"""Reviewing the learning queue (owners: their shop; admins: every shop) and the audit log."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+from uuid import UUID
+
+from litestar import Controller, get, post
+from litestar.datastructures import State
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+
+from app.auth import Caller, resolve_shop, runtime_of
+from app.controllers.answers import ShopParam
+from app.schemas import (
+    AnswerGapIn,
+    ApproveIn,
+    AuditOut,
+    BulkIn,
+    BulkResult,
+    MergeIn,
+    QueueItemOut,
+    QueuePage,
+    RejectIn,
+)
+from knowledge import audit, review
+from knowledge.access import Action, Principal, Role
+from knowledge.errors import LearnkbError
+
+
+async def _scope(state: State, principal: Principal, shop: str | None) -> int | None:
+    """The shop to act in; None lets an admin act across all shops."""
+    if principal.role is Role.ADMIN and shop is None:
+        return None
+    return (await resolve_shop(state, principal, Action.REVIEW, shop)).id
+
+
+class QueueController(Controller):
+    path = "/v1/queue"
+    tags = ("queue",)
+
+    @get("/", summary="List the learning queue with filters and sorting")
+    async def list_queue(
+            self, state: State, principal: Caller, shop: ShopParam = None,
+            status: Annotated[str | None, QueryParameter(max_length=20)] = None,
+            source: Annotated[str | None, QueryParameter(max_length=20)] = None,
+            kind: Annotated[str | None, QueryParameter(max_length=20)] = None,
+            conflict: FromQuery[bool | None] = None, since: FromQuery[datetime | None] = None,
+            until: FromQuery[datetime | None] = None,
+            sort: Annotated[str, QueryParameter(max_length=20)] = "priority",
+            limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
+            offset: Annotated[int, QueryParameter(ge=0)] = 0) -> QueuePage:
+        shop_id = await _scope(state, principal, shop)
+        views, total = await review.list_items(
+            runtime_of(state).pool, shop_id,
+            review.QueueFilter(status=status, source_type=source, kind=kind, conflict=conflict,
+                               since=since, until=until, sort=sort), limit, offset)
+        return QueuePage([QueueItemOut.of(v.item, v.nearest, v.conflict) for v in views],
+                         total, limit, offset)
+
+    @get("/{item_id:uuid}", summary="One item beside its nearest live knowledge")
+    async def read(self, state: State, principal: Caller, item_id: FromPath[UUID],
+                   shop: ShopParam = None) -> QueueItemOut:
+        rt = runtime_of(state)
+        shop_id = await _scope(state, principal, shop)
+        item = await review.get_any(rt.pool, shop_id, item_id)
+        view = (await review.with_knowledge(rt.pool, [item]))[0]
+        return QueueItemOut.of(view.item, view.nearest, view.conflict)
+
+    @post("/{item_id:uuid}/approve", status_code=200, summary="Approve, optionally edited")
+    async def approve(self, state: State, principal: Caller, item_id: FromPath[UUID],
+                      data: JSONBody[ApproveIn], shop: ShopParam = None) -> QueueItemOut:
+        shop_id = await _scope(state, principal, shop)
+        item = await review.approve(runtime_of(state), shop_id, item_id, principal,
+                                    question=data.question, answer=data.answer,
+                                    category=data.category, note=data.note)
+        return QueueItemOut.of(item)
+
+    @post("/{item_id:uuid}/answer", status_code=200, summary="Answer a knowledge gap")
+    async def answer_gap(self, state: State, principal: Caller, item_id: FromPath[UUID],
+                         data: JSONBody[AnswerGapIn], shop: ShopParam = None) -> QueueItemOut:
+        shop_id = await _scope(state, principal, shop)
+        item = await review.approve(runtime_of(state), shop_id, item_id, principal,
+                                    answer=data.answer, category=data.category)
+        return QueueItemOut.of(item)
+
+    @post("/{item_id:uuid}/reject", status_code=200, summary="Reject with a reason")
+    async def reject(self, state: State, principal: Caller, item_id: FromPath[UUID],
+                     data: JSONBody[RejectIn], shop: ShopParam = None) -> QueueItemOut:
+        shop_id = await _scope(state, principal, shop)
+        return QueueItemOut.of(await review.reject(runtime_of(state), shop_id, item_id,
+                                                   principal, data.reason))
+
+    @post("/{item_id:uuid}/merge", status_code=200, summary="Merge this item into another")
+    async def merge(self, state: State, principal: Caller, item_id: FromPath[UUID],
+                    data: JSONBody[MergeIn], shop: ShopParam = None) -> QueueItemOut:
+        shop_id = await _scope(state, principal, shop)
+        return QueueItemOut.of(await review.merge(runtime_of(state), shop_id, item_id,
+                                                  data.into, principal))
+
+    @post("/bulk", status_code=200, summary="Approve or reject many items; a result each")
+    async def bulk(self, state: State, principal: Caller, data: JSONBody[BulkIn],
+                   shop: ShopParam = None) -> list[BulkResult]:
+        rt = runtime_of(state)
+        shop_id = await _scope(state, principal, shop)
+        results = []
+        for item_id in dict.fromkeys(data.ids):
+            try:
+                if data.action == "approve":
+                    item = await review.approve(rt, shop_id, item_id, principal)
+                else:
+                    item = await review.reject(rt, shop_id, item_id, principal,
+                                               data.reason or "")
+                results.append(BulkResult(item_id, True, status=item.status))
+            except LearnkbError as exc:
+                results.append(BulkResult(item_id, False, error=exc.detail))
+        return results
+
+
+class AuditController(Controller):
+    path = "/v1/audit"
+    tags = ("queue",)
+
+    @get("/", summary="The audit trail of a shop's queue and knowledge, newest first")
+    async def list_audit(self, state: State, principal: Caller, shop: ShopParam = None,
+                         subject_id: FromQuery[UUID | None] = None,
+                         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 100,
+                         offset: Annotated[int, QueryParameter(ge=0)] = 0) -> list[AuditOut]:
+        target = await resolve_shop(state, principal, Action.REVIEW, shop)
+        records = await audit.list_records(runtime_of(state).pool, target.id, subject_id,
+                                           limit, offset)
+        return [AuditOut(r.id, r.actor, r.action, r.subject_type, r.subject_id, r.before,
+                         r.after, r.created_at) for r in records]

@@ -1,0 +1,14 @@
+"""Move approved learning into the knowledge base."""
+
+from __future__ import annotations
+
+from knowledge.apply import apply_approved
+from knowledge.runtime import Runtime
+
+NAME = "apply"
+
+
+async def run(rt: Runtime) -> str:
+    result = await apply_approved(rt)
+    return (f"applied {result.applied} items: {result.created} new entries, "
+            f"{result.superseded} new versions")

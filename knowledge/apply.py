@@ -1,0 +1,123 @@
+"""Applying approved queue items to the knowledge base: in batches, once each, crash-safe."""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+from uuid import UUID
+
+from knowledge import audit
+from knowledge.access import SYSTEM
+from knowledge.db import Conn
+from knowledge.entries import SELECT_LIVE as SELECT_LIVE_ENTRY
+from knowledge.entries import EntryDraft, add_entries, supersede_entry
+from knowledge.learning_queue import COLUMNS, QueueItem, item_from_row
+from knowledge.locks import try_advisory_lock
+from knowledge.retrieval import cache_of
+from knowledge.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+LOCK_NAME = "job:apply"
+
+# Urgent corrections first, then in the order they were approved.
+CLAIM_APPROVED = f"""
+SELECT {COLUMNS} FROM learning_queue
+WHERE status = 'approved' AND kind = 'answer' AND ($2::integer IS NULL OR shop_id = $2)
+ORDER BY (priority = 'urgent') DESC, reviewed_at, created_at
+LIMIT $1
+FOR UPDATE SKIP LOCKED
+"""
+MARK_APPLIED = """
+UPDATE learning_queue AS q SET status = 'applied', applied_at = now(),
+                               applied_knowledge_id = t.knowledge_id
+FROM unnest($1::uuid[], $2::uuid[]) AS t(id, knowledge_id)
+WHERE q.id = t.id
+"""
+MARK_CORRECTIONS_APPLIED = """
+UPDATE owner_corrections SET applied_at = now()
+WHERE id = ANY($1::uuid[]) AND applied_at IS NULL
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyResult:
+    applied: int
+    created: int
+    superseded: int
+
+
+async def apply_approved(rt: Runtime, batch_size: int = 500,
+                         shop_id: int | None = None) -> ApplyResult:
+    """Move every approved item into knowledge_base_rag; returns what was done.
+
+    One replica applies at a time (an advisory lock); items are claimed with FOR UPDATE SKIP
+    LOCKED, and each batch is one transaction: the knowledge written and the items marked
+    applied commit together, so a crash half-way leaves the batch approved and a re-run
+    applies each item exactly once.
+    """
+    applied = created = superseded = 0
+    async with try_advisory_lock(rt.pool, LOCK_NAME) as locked:
+        if locked is None:
+            return ApplyResult(0, 0, 0)
+        while True:
+            async with rt.pool.acquire() as conn, conn.transaction():
+                rows = await conn.fetch(CLAIM_APPROVED, batch_size, shop_id)
+                items = [item_from_row(r) for r in rows]
+                if not items:
+                    break
+                made, replaced = await _apply_batch(rt, conn, items)
+            applied += len(items)
+            created += made
+            superseded += replaced
+            for changed in {i.shop_id for i in items}:
+                cache_of(rt).forget(changed)
+    if applied:
+        log.info("applied %d learning items (%d new entries, %d new versions)", applied,
+                 created, superseded)
+    return ApplyResult(applied, created, superseded)
+
+
+async def _apply_batch(rt: Runtime, conn: Conn, items: list[QueueItem]) -> tuple[int, int]:
+    knowledge_of: dict[UUID, UUID] = {}
+    fresh: dict[int, list[QueueItem]] = defaultdict(list)
+    replaced = 0
+    for item in items:
+        live = None
+        if item.target_entry_id is not None:
+            live = await conn.fetchrow(SELECT_LIVE_ENTRY, item.shop_id, item.target_entry_id)
+        if live is None:
+            fresh[item.shop_id].append(item)
+            continue
+        asked = [live["question"], *live["variants"]]
+        variants = list(live["variants"])
+        if item.question and item.question not in asked:
+            variants.append(item.question)
+        new = await supersede_entry(
+            rt, item.shop_id, live["entry_id"], SYSTEM, answer=item.proposed_content,
+            variants=variants[-50:], reason=f"learning queue item {item.id}",
+            source="learning", conn=conn)
+        knowledge_of[item.id] = new.id
+        replaced += 1
+    for shop_id, group in fresh.items():
+        entries = await add_entries(rt, shop_id, [
+            EntryDraft(answer=i.proposed_content or "", question=i.question,
+                       category=i.category, source="learning",
+                       metadata={"queue_item": str(i.id)}) for i in group
+        ], SYSTEM, conn=conn, audit_action="knowledge.create_from_learning")
+        for item, entry in zip(group, entries, strict=True):
+            knowledge_of[item.id] = entry.id
+    ids = [i.id for i in items]
+    await conn.execute(MARK_APPLIED, ids, [knowledge_of[i] for i in ids])
+    corrections = [i.source_id for i in items
+                   if i.source_type == "correction" and i.source_id is not None]
+    if corrections:
+        await conn.execute(MARK_CORRECTIONS_APPLIED, corrections)
+    for shop_id in {i.shop_id for i in items}:
+        await audit.record_many(
+            conn, shop_id=shop_id, actor=SYSTEM, action="queue.apply", subject_type="queue",
+            changes=[(i.id, {"status": "approved"},
+                      {"status": "applied", "knowledge_id": str(knowledge_of[i.id])})
+                     for i in items if i.shop_id == shop_id])
+    return sum(len(g) for g in fresh.values()), replaced

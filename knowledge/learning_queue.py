@@ -1,0 +1,296 @@
+"""The learning queue: items are deduplicated on the way in and auto-approved when confident."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+from rapidfuzz import fuzz
+
+from knowledge import audit
+from knowledge.access import Principal
+from knowledge.db import Conn, Queryable, Vector
+from knowledge.embedding import normalize_text
+from knowledge.errors import Invalid, NotFound
+from knowledge.runtime import Runtime
+from knowledge.shops import Shop
+
+PRIORITY_CONFIDENCE = {"low": 70, "normal": 80, "high": 90, "urgent": 95}
+NEGATIVE_FEEDBACK_CONFIDENCE = 50
+# Each merged observation adds this much confidence, up to MERGED_CONFIDENCE_CAP: repetition is
+# evidence, but never enough on its own to skip review when it started low.
+MERGE_STEP = 5
+MERGED_CONFIDENCE_CAP = 90
+# Below this cosine similarity two questions are never the same, whatever their wording.
+FUZZY_FLOOR = 0.75
+NEIGHBOURS = 5
+
+KINDS = ("answer", "gap", "improve")
+SOURCES = ("feedback", "correction", "transcript", "manual", "gap", "handover")
+
+
+@dataclass(slots=True)
+class ItemDraft:
+    """A signal's proposal, before deduplication."""
+
+    kind: str
+    source_type: str
+    question: str
+    answer: str | None = None
+    source_id: UUID | None = None
+    confidence: int = 50
+    priority: str = "normal"
+    category: str | None = None
+    target_entry_id: UUID | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class QueueItem:
+    id: UUID
+    shop_id: int
+    status: str
+    kind: str
+    source_type: str
+    source_id: UUID | None
+    question: str | None
+    proposed_content: str | None
+    category: str | None
+    confidence_score: int
+    priority: str
+    observations: int
+    conflict_entry_id: UUID | None
+    nearest_entry_id: UUID | None
+    nearest_similarity: float | None
+    target_entry_id: UUID | None
+    merged_into: UUID | None
+    applied_knowledge_id: UUID | None
+    review_note: str | None
+    signals: list[dict[str, Any]]
+    metadata: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+    reviewed_at: datetime | None
+    applied_at: datetime | None
+
+    def summary(self) -> dict[str, Any]:
+        return {"status": self.status, "kind": self.kind, "question": self.question,
+                "proposed_content": self.proposed_content,
+                "confidence": self.confidence_score, "observations": self.observations}
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    """What became of a draft: new, merged, dropped (already known), conflict, or
+    rejected_before (matched a dismissed suggestion)."""
+
+    outcome: str
+    item: QueueItem | None
+    auto_approved: bool = False
+
+
+_COLUMNS = ("id, shop_id, status, kind, source_type, source_id, question, proposed_content, "
+            "category, confidence_score, priority, observations, conflict_entry_id, "
+            "nearest_entry_id, nearest_similarity, target_entry_id, merged_into, "
+            "applied_knowledge_id, review_note, signals, metadata, created_at, updated_at, "
+            "reviewed_at, applied_at")
+COLUMNS = _COLUMNS
+_NAMES = tuple(c.strip() for c in _COLUMNS.split(","))
+
+# Exact within the shop (the shop's open and rejected items are few): nearest questions first.
+NEAREST_ITEMS = """
+SELECT id, status, kind, question, proposed_content, 1 - (embedding <=> $2) AS similarity
+FROM (SELECT * FROM learning_queue
+      WHERE shop_id = $1 AND status IN ('pending', 'approved', 'rejected') AND kind = $3
+      OFFSET 0) AS open_items
+ORDER BY embedding <=> $2
+LIMIT $4
+"""
+# Live knowledge by its question vectors, exact within the shop as for answering.
+NEAREST_ENTRIES = """
+SELECT v.entry_id, min(v.embedding <=> $2) AS distance
+FROM (SELECT entry_id, embedding FROM knowledge_vectors WHERE shop_id = $1 OFFSET 0) AS v
+GROUP BY v.entry_id
+ORDER BY 2
+LIMIT $3
+"""
+ENTRY_TEXT = """
+SELECT entry_id, question, variants, answer FROM knowledge_base_rag
+WHERE shop_id = $1 AND entry_id = ANY($2::uuid[]) AND valid_to IS NULL
+"""
+INSERT_ITEM = f"""
+INSERT INTO learning_queue (shop_id, status, kind, source_type, source_id, question,
+    proposed_content, category, embedding, confidence_score, priority, conflict_entry_id,
+    nearest_entry_id, nearest_similarity, target_entry_id, signals, metadata, reviewed_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
+        CASE WHEN $2::varchar = 'approved' THEN now() END)
+RETURNING {_COLUMNS}
+"""
+MERGE_INTO = f"""
+UPDATE learning_queue
+SET observations = observations + 1,
+    confidence_score = CASE WHEN status = 'rejected' THEN confidence_score
+                            ELSE greatest(confidence_score,
+                                          least($3, confidence_score + $4), $5) END,
+    priority = CASE WHEN $6::varchar = 'urgent' OR (priority <> 'urgent' AND $6::varchar = 'high')
+                    THEN $6::varchar ELSE priority END,
+    signals = signals || $2
+WHERE id = $1
+RETURNING {_COLUMNS}
+"""
+PROMOTE = f"""
+UPDATE learning_queue SET status = 'approved', reviewed_at = now()
+WHERE id = $1 AND status = 'pending'
+RETURNING {_COLUMNS}
+"""
+SELECT_ITEM = f"SELECT {_COLUMNS} FROM learning_queue WHERE shop_id = $1 AND id = $2"
+
+
+def item_from_row(row: asyncpg.Record | None) -> QueueItem:
+    assert row is not None
+    return QueueItem(**{name: row[name] for name in _NAMES})
+
+
+_IDENTIFIER = re.compile(r"[a-z0-9]+(?:[-./][a-z0-9]+)*")
+
+
+def identifiers(text: str | None) -> frozenset[str]:
+    """Tokens with a digit in them: product codes, model and order numbers, prices."""
+    if not text:
+        return frozenset()
+    return frozenset(t for t in _IDENTIFIER.findall(text.lower())
+                     if any(c.isdigit() for c in t))
+
+
+def same_text(a: str | None, b: str | None, ratio: int) -> bool:
+    """rapidfuzz on normalized text: word order and small typos do not make two texts differ,
+    another product code or price does."""
+    if not a or not b or identifiers(a) != identifiers(b):
+        return False
+    return fuzz.token_set_ratio(normalize_text(a), normalize_text(b)) >= ratio
+
+
+def same_question(similarity: float, a: str | None, b: str | None, shop: Shop) -> bool:
+    """The same question: close in meaning (or in meaning and wording), about the same things:
+    "does A11 fit G1?" and "does A22 fit G2?" are two questions however alike they read."""
+    if identifiers(a) != identifiers(b):
+        return False
+    if similarity >= shop.dedup_question_similarity:
+        return True
+    return similarity >= FUZZY_FLOOR and same_text(a, b, shop.dedup_answer_ratio)
+
+
+def _signal(draft: ItemDraft) -> dict[str, Any]:
+    return {"source_type": draft.source_type,
+            "source_id": str(draft.source_id) if draft.source_id else None,
+            "confidence": draft.confidence, "answer": draft.answer}
+
+
+async def submit(rt: Runtime, shop: Shop, draft: ItemDraft, actor: Principal,
+                 conn: Conn | None = None, vector: Vector | None = None) -> Submitted:
+    """Deduplicate a draft against the shop's queue and knowledge, then store it."""
+    if draft.kind not in KINDS:
+        raise Invalid(f"kind is one of {', '.join(KINDS)}", field="kind")
+    if not draft.question.strip():
+        raise Invalid("a learning item needs the question it is about", field="question")
+    if vector is None:
+        vector = await rt.embedder.embed(draft.question)
+    if conn is None:
+        async with rt.pool.acquire() as own, own.transaction():
+            return await _submit(own, shop, draft, actor, vector)
+    return await _submit(conn, shop, draft, actor, vector)
+
+
+async def _submit(conn: Conn, shop: Shop, draft: ItemDraft, actor: Principal,
+                  vector: Vector) -> Submitted:
+    signal = _signal(draft)
+    # 1. The same question already in the queue: merge (or count it on a dismissed item).
+    for row in await conn.fetch(NEAREST_ITEMS, shop.id, vector, draft.kind, NEIGHBOURS):
+        if not same_question(row["similarity"], row["question"], draft.question, shop):
+            continue
+        if draft.kind == "answer" and not same_text(row["proposed_content"], draft.answer,
+                                                    shop.dedup_answer_ratio):
+            continue  # same question, another answer: a proposal of its own
+        merged = item_from_row(await conn.fetchrow(
+            MERGE_INTO, row["id"], [signal], MERGED_CONFIDENCE_CAP, MERGE_STEP,
+            draft.confidence, draft.priority))
+        outcome = "rejected_before" if merged.status == "rejected" else "merged"
+        await audit.record(conn, shop_id=shop.id, actor=actor, action=f"queue.{outcome}",
+                           subject_type="queue", subject_id=merged.id, after=merged.summary())
+        approved = await _maybe_approve(conn, shop, merged, actor)
+        return Submitted(outcome, approved or merged, auto_approved=approved is not None)
+    # 2. Compare with live knowledge.
+    nearest = await conn.fetch(NEAREST_ENTRIES, shop.id, vector, NEIGHBOURS)
+    texts = {r["entry_id"]: r for r in await conn.fetch(
+        ENTRY_TEXT, shop.id, [r["entry_id"] for r in nearest])} if nearest else {}
+    nearest_id: UUID | None = None
+    nearest_similarity: float | None = None
+    conflict_id: UUID | None = None
+    target = draft.target_entry_id
+    for row in nearest:
+        entry = texts.get(row["entry_id"])
+        if entry is None:
+            continue
+        similarity = 1.0 - float(row["distance"])
+        if nearest_id is None:
+            nearest_id, nearest_similarity = row["entry_id"], similarity
+        asked = [entry["question"], *entry["variants"]]
+        if not any(same_question(similarity, q, draft.question, shop) for q in asked if q):
+            continue
+        if draft.kind == "answer" and same_text(entry["answer"], draft.answer,
+                                                shop.dedup_answer_ratio):
+            await audit.record(conn, shop_id=shop.id, actor=actor, action="queue.dropped",
+                               subject_type="knowledge", subject_id=row["entry_id"],
+                               after={"question": draft.question, "reason": "already known",
+                                      "signal": signal})
+            return Submitted("dropped", None)
+        if draft.kind == "answer":
+            conflict_id = row["entry_id"]
+            target = target or row["entry_id"]
+        break
+    # 3. New: approved at once when confident enough, unless it contradicts live knowledge
+    # (then only an urgent owner correction settles it without review).
+    confident = draft.confidence >= shop.auto_approve_threshold and draft.kind == "answer"
+    if conflict_id is not None:
+        confident = confident and draft.priority == "urgent" and draft.source_type == "correction"
+    status = "approved" if confident else "pending"
+    item = item_from_row(await conn.fetchrow(
+        INSERT_ITEM, shop.id, status, draft.kind, draft.source_type, draft.source_id,
+        draft.question, draft.answer, draft.category, vector, draft.confidence, draft.priority,
+        conflict_id, nearest_id, nearest_similarity, target, [signal], draft.metadata))
+    outcome = "conflict" if conflict_id is not None else "new"
+    await audit.record(conn, shop_id=shop.id, actor=actor, action=f"queue.{outcome}",
+                       subject_type="queue", subject_id=item.id, after=item.summary())
+    if confident:
+        await audit.record(conn, shop_id=shop.id, actor=actor, action="queue.auto_approve",
+                           subject_type="queue", subject_id=item.id,
+                           after={"confidence": item.confidence_score,
+                                  "threshold": shop.auto_approve_threshold})
+    return Submitted(outcome, item, auto_approved=confident)
+
+
+async def _maybe_approve(conn: Conn, shop: Shop, item: QueueItem,
+                         actor: Principal) -> QueueItem | None:
+    """A merged item whose confidence now reaches the threshold is approved."""
+    if (item.status != "pending" or item.kind != "answer" or item.conflict_entry_id
+            or item.confidence_score < shop.auto_approve_threshold):
+        return None
+    row = await conn.fetchrow(PROMOTE, item.id)
+    if row is None:
+        return None
+    await audit.record(conn, shop_id=shop.id, actor=actor, action="queue.auto_approve",
+                       subject_type="queue", subject_id=item.id,
+                       after={"confidence": item.confidence_score,
+                              "threshold": shop.auto_approve_threshold})
+    return item_from_row(row)
+
+
+async def get_item(conn: Queryable, shop_id: int, item_id: UUID) -> QueueItem:
+    row = await conn.fetchrow(SELECT_ITEM, shop_id, item_id)
+    if row is None:
+        raise NotFound(f"no queue item {item_id}")
+    return item_from_row(row)

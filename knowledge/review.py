@@ -1,0 +1,220 @@
+"""Reviewing the learning queue: list with filters, approve (with edits), reject, merge."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from knowledge import audit
+from knowledge.access import Principal
+from knowledge.db import Conn, Queryable
+from knowledge.errors import Conflict, Invalid, NotFound
+from knowledge.learning_queue import COLUMNS, QueueItem, item_from_row
+from knowledge.runtime import Runtime
+
+SORTS = {
+    "priority": "CASE priority WHEN 'urgent' THEN 0 WHEN 'high' THEN 1 WHEN 'normal' THEN 2 "
+                "ELSE 3 END, observations DESC, created_at",
+    "observations": "observations DESC, created_at",
+    "age": "created_at",
+    "newest": "created_at DESC",
+    "confidence": "confidence_score DESC, created_at",
+}
+STATUSES = ("pending", "approved", "rejected", "applied", "merged")
+MAX_NOTE = 1_000
+
+# One constant per sort order: ORDER BY cannot take a parameter.
+_LIST = f"""
+SELECT {COLUMNS}, count(*) OVER () AS total FROM learning_queue
+WHERE ($1::integer IS NULL OR shop_id = $1)
+  AND ($2::text IS NULL OR status = $2)
+  AND ($3::text IS NULL OR source_type = $3)
+  AND ($4::text IS NULL OR kind = $4)
+  AND ($5::boolean IS NULL OR (conflict_entry_id IS NOT NULL) = $5)
+  AND ($6::timestamptz IS NULL OR created_at >= $6)
+  AND ($7::timestamptz IS NULL OR created_at < $7)
+ORDER BY {{order}}
+LIMIT $8 OFFSET $9
+"""
+LIST_BY_SORT = {name: _LIST.format(order=order) for name, order in SORTS.items()}
+NEAREST_KNOWLEDGE = """
+SELECT entry_id, id, version, question, answer FROM knowledge_base_rag
+WHERE entry_id = ANY($1::uuid[]) AND valid_to IS NULL
+"""
+LOCK_ITEM = f"SELECT {COLUMNS} FROM learning_queue WHERE id = $1 FOR UPDATE"
+APPROVE = f"""
+UPDATE learning_queue
+SET status = 'approved', kind = 'answer', reviewed_at = now(), reviewed_by = $2,
+    question = coalesce($3, question), proposed_content = coalesce($4, proposed_content),
+    category = coalesce($5, category), review_note = coalesce($6, review_note),
+    confidence_score = greatest(confidence_score, 100 * $7::integer)
+WHERE id = $1
+RETURNING {COLUMNS}
+"""
+REJECT = f"""
+UPDATE learning_queue
+SET status = 'rejected', reviewed_at = now(), reviewed_by = $2, review_note = $3
+WHERE id = $1
+RETURNING {COLUMNS}
+"""
+MERGE = f"""
+WITH source AS (
+    UPDATE learning_queue SET status = 'merged', merged_into = $2, reviewed_at = now(),
+                              reviewed_by = $3
+    WHERE id = $1
+    RETURNING observations, signals
+)
+UPDATE learning_queue AS target
+SET observations = target.observations + source.observations,
+    signals = target.signals || source.signals
+FROM source
+WHERE target.id = $2
+RETURNING {", ".join(f"target.{c.strip()}" for c in COLUMNS.split(","))}
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class ReviewView:
+    """An item beside the live knowledge it is closest to (or contradicts)."""
+
+    item: QueueItem
+    nearest: dict[str, Any] | None
+    conflict: dict[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class QueueFilter:
+    status: str | None = None
+    source_type: str | None = None
+    kind: str | None = None
+    conflict: bool | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    sort: str = "priority"
+
+
+async def list_items(conn: Queryable, shop_id: int | None, f: QueueFilter, limit: int = 50,
+                     offset: int = 0) -> tuple[list[ReviewView], int]:
+    if f.sort not in SORTS:
+        raise Invalid(f"sort is one of {', '.join(SORTS)}", field="sort")
+    if f.status is not None and f.status not in STATUSES:
+        raise Invalid(f"status is one of {', '.join(STATUSES)}", field="status")
+    rows = await conn.fetch(LIST_BY_SORT[f.sort], shop_id, f.status, f.source_type, f.kind,
+                            f.conflict, f.since, f.until, limit, offset)
+    items = [item_from_row(r) for r in rows]
+    total = int(rows[0]["total"]) if rows else 0
+    return await with_knowledge(conn, items), total
+
+
+async def with_knowledge(conn: Queryable, items: list[QueueItem]) -> list[ReviewView]:
+    wanted = {i for item in items for i in (item.nearest_entry_id, item.conflict_entry_id)
+              if i is not None}
+    live = {r["entry_id"]: {"entry_id": str(r["entry_id"]), "knowledge_id": str(r["id"]),
+                            "version": r["version"], "question": r["question"],
+                            "answer": r["answer"]}
+            for r in await conn.fetch(NEAREST_KNOWLEDGE, list(wanted))} if wanted else {}
+    return [ReviewView(item, live.get(item.nearest_entry_id) if item.nearest_entry_id else None,
+                       live.get(item.conflict_entry_id) if item.conflict_entry_id else None)
+            for item in items]
+
+
+async def _lock(conn: Conn, shop_id: int | None, item_id: UUID) -> QueueItem:
+    row = await conn.fetchrow(LOCK_ITEM, item_id)
+    if row is None or (shop_id is not None and row["shop_id"] != shop_id):
+        raise NotFound(f"no queue item {item_id}")
+    return item_from_row(row)
+
+
+def _open(item: QueueItem, action: str) -> None:
+    if item.status not in {"pending", "approved"}:
+        raise Conflict(f"queue item {item.id} is {item.status}; only pending or approved items "
+                       f"can be {action}", status=item.status)
+
+
+async def approve(rt: Runtime, shop_id: int | None, item_id: UUID, actor: Principal, *,
+                  question: str | None = None, answer: str | None = None,
+                  category: str | None = None, note: str | None = None,
+                  conn: Conn | None = None) -> QueueItem:
+    """Approve an item, optionally edited first; a gap becomes an answer once it has one."""
+    if conn is None:
+        async with rt.pool.acquire() as own, own.transaction():
+            return await approve(rt, shop_id, item_id, actor, question=question, answer=answer,
+                                 category=category, note=note, conn=own)
+    s = rt.settings
+    for name, value, limit in (("question", question, s.max_question_chars),
+                               ("answer", answer, s.max_answer_chars),
+                               ("note", note, MAX_NOTE)):
+        if value is not None and len(value) > limit:
+            raise Invalid(f"{name} is longer than {limit} characters", field=name, limit=limit)
+    item = await _lock(conn, shop_id, item_id)
+    _open(item, "approved")
+    clean_answer = rt.redactor.redact(answer.strip()).text if answer else None
+    if not (clean_answer or item.proposed_content):
+        raise Invalid("this item has no answer yet: approve it with one", field="answer")
+    clean_question = rt.redactor.redact(question.strip()).text if question else None
+    edited = clean_answer is not None or clean_question is not None
+    row = await conn.fetchrow(APPROVE, item_id, actor.key_id, clean_question, clean_answer,
+                              category, note, int(edited))
+    approved = item_from_row(row)
+    await audit.record(conn, shop_id=approved.shop_id, actor=actor,
+                       action="queue.edit_approve" if edited else "queue.approve",
+                       subject_type="queue", subject_id=item_id, before=item.summary(),
+                       after=approved.summary())
+    return approved
+
+
+async def reject(rt: Runtime, shop_id: int | None, item_id: UUID, actor: Principal,
+                 reason: str, conn: Conn | None = None) -> QueueItem:
+    """Reject with a reason; the item stays as a negative cache for the same suggestion."""
+    if conn is None:
+        async with rt.pool.acquire() as own, own.transaction():
+            return await reject(rt, shop_id, item_id, actor, reason, conn=own)
+    if not reason.strip() or len(reason) > MAX_NOTE:
+        raise Invalid(f"a rejection gives a reason of 1 to {MAX_NOTE} characters",
+                      field="reason", limit=MAX_NOTE)
+    item = await _lock(conn, shop_id, item_id)
+    _open(item, "rejected")
+    rejected = item_from_row(await conn.fetchrow(REJECT, item_id, actor.key_id,
+                                                 reason.strip()))
+    await audit.record(conn, shop_id=rejected.shop_id, actor=actor, action="queue.reject",
+                       subject_type="queue", subject_id=item_id, before=item.summary(),
+                       after={**rejected.summary(), "reason": reason.strip()})
+    return rejected
+
+
+async def merge(rt: Runtime, shop_id: int | None, source_id: UUID, into_id: UUID,
+                actor: Principal, conn: Conn | None = None) -> QueueItem:
+    """Fold one item into another of the same shop: its observations and signals move."""
+    if conn is None:
+        async with rt.pool.acquire() as own, own.transaction():
+            return await merge(rt, shop_id, source_id, into_id, actor, conn=own)
+    if source_id == into_id:
+        raise Invalid("an item cannot be merged into itself", field="into")
+    # Lock in id order, so two opposite merges cannot deadlock.
+    first, second = sorted([source_id, into_id], key=str)
+    locked = {first: await _lock(conn, shop_id, first),
+              second: await _lock(conn, shop_id, second)}
+    source, target = locked[source_id], locked[into_id]
+    if source.shop_id != target.shop_id:
+        raise NotFound(f"no queue item {into_id}")
+    _open(source, "merged")
+    _open(target, "merged into")
+    merged = item_from_row(await conn.fetchrow(MERGE, source_id, into_id, actor.key_id))
+    await audit.record(conn, shop_id=merged.shop_id, actor=actor, action="queue.merge",
+                       subject_type="queue", subject_id=source_id, before=source.summary(),
+                       after={"merged_into": str(into_id),
+                              "observations": merged.observations})
+    return merged
+
+
+SELECT_ANY = f"SELECT {COLUMNS} FROM learning_queue WHERE id = $1"
+
+
+async def get_any(conn: Queryable, shop_id: int | None, item_id: UUID) -> QueueItem:
+    """An item of the given shop (any shop for None)."""
+    row = await conn.fetchrow(SELECT_ANY, item_id)
+    if row is None or (shop_id is not None and row["shop_id"] != shop_id):
+        raise NotFound(f"no queue item {item_id}")
+    return item_from_row(row)

@@ -1,0 +1,301 @@
+"""The learning loop over HTTP: signals, dedup outcomes, review, audit, apply."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+
+from knowledge import apply as apply_module
+from knowledge.apply import apply_approved
+from knowledge.runtime import Runtime
+from tests.conftest import ShopKeys, make_shop
+
+NORWAY = {"question": "Do you ship to Norway?",
+          "answer": "No, sorry: we only ship within the European Union."}
+
+
+async def _seed(client: httpx.AsyncClient, shop: ShopKeys,
+                entries: list[dict[str, Any]] | None = None) -> list[str]:
+    r = await client.post("/v1/knowledge", headers=shop.owner, json=entries or [
+        NORWAY,
+        {"question": "How long does delivery take?", "answer": "2 to 4 working days."},
+        {"question": "Can I return an item?", "answer": "Yes, within 30 days."},
+    ])
+    assert r.status_code == 201, r.text
+    return [e["entry_id"] for e in r.json()]
+
+
+async def _ask(client: httpx.AsyncClient, shop: ShopKeys, question: str) -> dict[str, Any]:
+    r = await client.post("/v1/answer", headers=shop.bot, json={"question": question})
+    assert r.status_code == 200, r.text
+    body: dict[str, Any] = r.json()
+    return body
+
+
+async def _suggest(client: httpx.AsyncClient, shop: ShopKeys, question: str, answer: str,
+                   confidence: int = 60) -> dict[str, Any]:
+    r = await client.post("/v1/knowledge/suggestions", headers=shop.owner, json={
+        "question": question, "answer": answer, "confidence": confidence})
+    assert r.status_code == 201, r.text
+    body: dict[str, Any] = r.json()
+    return body
+
+
+async def test_the_whole_loop(client: httpx.AsyncClient, shop: ShopKeys,
+                              runtime: Runtime) -> None:
+    ids = await _seed(client, shop)
+    wrong = await _ask(client, shop, "Do you ship to Norway?")
+    assert wrong["sources"][0]["entry_id"] == ids[0] and "only ship within" in wrong["answer"]
+
+    thumbs = await client.post("/v1/feedback", headers=shop.bot, json={
+        "turn_id": wrong["turn_id"], "type": "thumbs_down", "reason": "that's outdated"})
+    assert thumbs.status_code == 201, thumbs.text
+    assert thumbs.json()["sentiment"] == "negative"
+    assert thumbs.json()["queued"]["item"]["kind"] == "improve"
+    assert thumbs.json()["queued"]["item"]["status"] == "pending"
+
+    fix = await client.post("/v1/corrections", headers=shop.owner, json={
+        "turn_id": wrong["turn_id"], "priority": "urgent",
+        "corrected_answer": "Yes! Since March we ship to Norway, in 5 to 8 working days.",
+        "context": "new carrier contract"})
+    assert fix.status_code == 201, fix.text
+    queued = fix.json()["queued"]
+    assert queued["auto_approved"] and queued["item"]["status"] == "approved"
+    assert queued["item"]["target_entry_id"] == ids[0]
+
+    result = await apply_approved(runtime, shop_id=shop.shop_id)
+    assert result.applied >= 1 and result.superseded >= 1
+
+    right = await _ask(client, shop, "can you deliver my order to Norway?")
+    assert right["tier"] == "answer", right
+    assert right["sources"][0]["entry_id"] == ids[0]
+    assert "Since March" in right["answer"]
+    history = (await client.get(f"/v1/knowledge/{ids[0]}/history", headers=shop.owner)).json()
+    assert [h["version"] for h in history] == [1, 2]
+    assert history[0]["answer"] == NORWAY["answer"] and history[0]["valid_to"]
+    assert history[1]["created_by"] == "system"
+    item = (await client.get(f"/v1/queue/{queued['item']['id']}", headers=shop.owner)).json()
+    assert item["status"] == "applied" and item["applied_knowledge_id"] == history[1]["id"]
+    trail = (await client.get("/v1/audit", headers=shop.owner,
+                              params={"subject_id": queued["item"]["id"]})).json()
+    assert {"queue.conflict", "queue.auto_approve", "queue.apply"} <= {
+        a["action"] for a in trail} or {"queue.new", "queue.auto_approve", "queue.apply"} <= {
+        a["action"] for a in trail}
+    corrected = await runtime.pool.fetchval(
+        "SELECT applied_at FROM owner_corrections WHERE id = $1",
+        uuid.UUID(fix.json()["correction_id"]))
+    assert corrected is not None
+
+
+async def test_dedup_outcomes(client: httpx.AsyncClient, shop: ShopKeys) -> None:
+    ids = await _seed(client, shop)
+    # new
+    first = await _suggest(client, shop, "Do you sell descaler?", "Yes, DS-1, 9.90 a bottle.")
+    assert first["outcome"] == "new" and first["item"]["status"] == "pending"
+    # merge: the same question (rephrased) with the same answer
+    again = await _suggest(client, shop, "do you sell descaler",
+                           "Yes, DS-1, 9.90 a bottle.")
+    assert again["outcome"] == "merged" and again["item"]["id"] == first["item"]["id"]
+    assert again["item"]["observations"] == 2
+    assert again["item"]["confidence"] > first["item"]["confidence"]
+    assert len(again["item"]["signals"]) == 2
+    # drop: live knowledge already says it
+    known = await _suggest(client, shop, "Do you ship to Norway?", NORWAY["answer"])
+    assert known["outcome"] == "dropped" and known["item"] is None
+    # conflict: same question as live knowledge, another answer
+    clash = await _suggest(client, shop, "Do you ship to Norway?", "Yes, in 5 days.", 99)
+    assert clash["outcome"] == "conflict" and clash["item"]["status"] == "pending"
+    assert clash["item"]["conflict_entry_id"] == ids[0]
+    listed = (await client.get("/v1/queue", headers=shop.owner,
+                               params={"conflict": "true"})).json()
+    assert [i["id"] for i in listed["items"]] == [clash["item"]["id"]]
+    assert listed["items"][0]["conflict"]["answer"] == NORWAY["answer"]
+    # negative cache: a rejected suggestion does not come back, but is counted
+    spam = await _suggest(client, shop, "Do you buy used grinders?", "Yes, for cash.")
+    rejected = await client.post(f"/v1/queue/{spam['item']['id']}/reject", headers=shop.owner,
+                                 json={"reason": "we never buy used machines"})
+    assert rejected.status_code == 200 and rejected.json()["status"] == "rejected"
+    back = await _suggest(client, shop, "Do you buy used grinders?", "Yes, for cash.")
+    assert back["outcome"] == "rejected_before" and back["item"]["status"] == "rejected"
+    assert back["item"]["observations"] == 2
+    pending = (await client.get("/v1/queue", headers=shop.owner,
+                                params={"status": "pending"})).json()
+    assert spam["item"]["id"] not in [i["id"] for i in pending["items"]]
+
+
+@pytest.mark.parametrize(("threshold", "priority", "approved"), [
+    (80, "normal", True), (81, "normal", False), (95, "urgent", True), (96, "urgent", False),
+    (0, "low", True), (100, "urgent", False)])
+async def test_auto_approval_threshold_edges(client: httpx.AsyncClient, runtime: Runtime,
+                                             admin: dict[str, str], threshold: int,
+                                             priority: str, approved: bool) -> None:
+    shop = await make_shop(runtime, "edges")
+    r = await client.patch(f"/v1/shops/{shop.slug}", headers=admin,
+                           json={"auto_approve_threshold": threshold})
+    assert r.json()["auto_approve_threshold"] == threshold
+    fix = await client.post("/v1/corrections", headers=shop.owner, json={
+        "question": "Is there a student discount?", "corrected_answer": "Yes, 10% off.",
+        "priority": priority})
+    assert fix.json()["queued"]["auto_approved"] is approved
+    assert fix.json()["queued"]["item"]["status"] == ("approved" if approved else "pending")
+
+
+async def test_merging_raises_confidence_to_auto_approval(client: httpx.AsyncClient,
+                                                          shop: ShopKeys) -> None:
+    body = {"question": "Do you have a loyalty card?", "priority": "normal",
+            "corrected_answer": "Yes, every tenth bag of beans is free."}
+    first = (await client.post("/v1/corrections", headers=shop.owner, json=body)).json()
+    assert first["queued"]["item"]["status"] == "pending"  # 80 < 85
+    second = (await client.post("/v1/corrections", headers=shop.owner, json=body)).json()
+    assert second["queued"]["outcome"] == "merged"
+    assert second["queued"]["item"]["confidence"] == 85
+    assert second["queued"]["auto_approved"] and second["queued"]["item"]["status"] == "approved"
+
+
+async def test_knowledge_gaps_gather_and_an_answer_teaches(client: httpx.AsyncClient,
+                                                           shop: ShopKeys,
+                                                           runtime: Runtime) -> None:
+    await _seed(client, shop)
+    for phrasing in ["Do you offer coffee roasting workshops?",
+                     "do you have coffee roasting workshops",
+                     "Are there any coffee roasting workshops?"]:
+        assert (await _ask(client, shop, phrasing))["tier"] == "fallback"
+    gaps = (await client.get("/v1/queue", headers=shop.owner,
+                             params={"kind": "gap", "sort": "observations"})).json()
+    assert gaps["total"] == 1
+    gap = gaps["items"][0]
+    assert gap["observations"] == 3 and gap["source_type"] == "gap"
+    answered = await client.post(f"/v1/queue/{gap['id']}/answer", headers=shop.owner, json={
+        "answer": "Yes: every first Saturday of the month, 25 per person."})
+    assert answered.status_code == 200 and answered.json()["status"] == "approved"
+    await apply_approved(runtime, shop_id=shop.shop_id)
+    now = await _ask(client, shop, "when is your next roasting workshop?")
+    assert "first Saturday" in now["answer"], now
+
+
+async def test_bulk_review(client: httpx.AsyncClient, shop: ShopKeys) -> None:
+    made = [await _suggest(client, shop, f"Question {i} about kettle model K{i}00?",
+                           f"Answer {i}.") for i in range(3)]
+    ids = [m["item"]["id"] for m in made]
+    rejected = await client.post("/v1/queue/bulk", headers=shop.owner,
+                                 json={"action": "reject", "ids": ids[:1], "reason": "no"})
+    assert rejected.json() == [{"id": ids[0], "ok": True, "status": "rejected",
+                                "error": None}]
+    results = (await client.post("/v1/queue/bulk", headers=shop.owner,
+                                 json={"action": "approve", "ids": ids})).json()
+    assert [r["ok"] for r in results] == [False, True, True]
+    assert "rejected" in results[0]["error"]
+    missing_reason = (await client.post("/v1/queue/bulk", headers=shop.owner,
+                                        json={"action": "reject", "ids": ids[1:2]})).json()
+    assert missing_reason[0]["ok"] is False and "reason" in missing_reason[0]["error"]
+    edited = await client.post(f"/v1/queue/{ids[1]}/approve", headers=shop.owner,
+                               json={"answer": "Answer 1, edited."})
+    assert edited.status_code == 200 and edited.json()["proposed_content"] == "Answer 1, edited."
+    merged = await client.post(f"/v1/queue/{ids[2]}/merge", headers=shop.owner,
+                               json={"into": ids[1]})
+    assert merged.status_code == 200 and merged.json()["observations"] == 2
+
+
+async def test_redaction_before_storage(client: httpx.AsyncClient, shop: ShopKeys,
+                                        runtime: Runtime) -> None:
+    turn = await _ask(client, shop, "my card 4111 1111 1111 1111 was charged twice, "
+                                    "mail me at jo@example.com")
+    stored = await runtime.pool.fetchval("SELECT question FROM conversation_memory WHERE id = $1",
+                                         uuid.UUID(turn["turn_id"]))
+    assert "4111" not in stored and "jo@example.com" not in stored and "[CARD]" in stored
+    fix = (await client.post("/v1/corrections", headers=shop.owner, json={
+        "question": "How do I get a refund?",
+        "corrected_answer": "Call Anna on +49 30 1234 5678 or write to anna@shop.example."
+    })).json()
+    row = await runtime.pool.fetchrow(
+        "SELECT corrected_answer, metadata FROM owner_corrections WHERE id = $1",
+        uuid.UUID(fix["correction_id"]))
+    assert "anna@shop.example" not in row["corrected_answer"]
+    assert "[PHONE]" in row["corrected_answer"]
+    assert row["metadata"]["redacted"] == {"email": 1, "phone": 1}
+    assert "[EMAIL]" in fix["queued"]["item"]["proposed_content"]
+
+
+async def test_shops_cannot_touch_each_others_learning(client: httpx.AsyncClient,
+                                                       runtime: Runtime,
+                                                       admin: dict[str, str]) -> None:
+    a = await make_shop(runtime, "learn-a")
+    b = await make_shop(runtime, "learn-b")
+    await _seed(client, a)
+    turn = await _ask(client, a, "Do you ship to Norway?")
+    item = (await _suggest(client, a, "Do you sell gift cards?", "Yes, from 20."))["item"]
+    for headers in (b.bot, b.owner):
+        r = await client.post("/v1/feedback", headers=headers,
+                              json={"turn_id": turn["turn_id"], "type": "thumbs_down"})
+        assert r.status_code == 404, r.text
+    r = await client.post("/v1/corrections", headers=b.owner,
+                          json={"turn_id": turn["turn_id"], "corrected_answer": "x"})
+    assert r.status_code == 404
+    for method, path, body in [
+            ("GET", f"/v1/queue/{item['id']}", None),
+            ("POST", f"/v1/queue/{item['id']}/approve", {}),
+            ("POST", f"/v1/queue/{item['id']}/reject", {"reason": "x"}),
+            ("POST", f"/v1/queue/{item['id']}/answer", {"answer": "x"}),
+            ("POST", f"/v1/queue/{item['id']}/merge", {"into": item["id"]})]:
+        r = await client.request(method, path, headers=b.owner, json=body)
+        assert r.status_code in {404, 422}, (path, r.text)
+        assert "gift cards" not in r.text
+    bulk = (await client.post("/v1/queue/bulk", headers=b.owner,
+                              json={"action": "approve", "ids": [item["id"]]})).json()
+    assert bulk[0]["ok"] is False
+    assert (await client.get("/v1/queue", headers=b.owner)).json()["total"] == 0
+    assert (await client.post("/v1/knowledge/suggestions", headers=b.bot, json={
+        "question": "q", "answer": "a"})).status_code == 403
+    assert (await client.get("/v1/queue", headers=b.bot)).status_code == 403
+    assert (await client.get("/v1/audit", headers=b.owner)).json() == []
+    everything = (await client.get("/v1/queue", headers=admin, params={"limit": 500})).json()
+    assert item["id"] in [i["id"] for i in everything["items"]]
+    still = (await client.get(f"/v1/queue/{item['id']}", headers=a.owner)).json()
+    assert still["status"] == "pending"
+
+
+async def test_two_apply_workers_apply_each_item_once(client: httpx.AsyncClient,
+                                                      shop: ShopKeys,
+                                                      runtime: Runtime) -> None:
+    for i in range(40):
+        await _suggest(client, shop, f"Is accessory A{i}{i} compatible with grinder G{i}?",
+                       f"Yes, A{i}{i} fits G{i}.", confidence=99)
+    results = await asyncio.gather(apply_approved(runtime, batch_size=7, shop_id=shop.shop_id),
+                                   apply_approved(runtime, batch_size=7, shop_id=shop.shop_id))
+    assert sum(r.applied for r in results) == 40
+    counts = await runtime.pool.fetch(
+        "SELECT metadata->>'queue_item' AS item, count(*) FROM knowledge_base_rag "
+        "WHERE shop_id = $1 AND source = 'learning' GROUP BY 1", shop.shop_id)
+    assert len(counts) == 40 and all(r["count"] == 1 for r in counts)
+
+
+async def test_a_crash_half_way_applies_each_item_exactly_once(
+        client: httpx.AsyncClient, shop: ShopKeys, runtime: Runtime,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    for i in range(6):
+        await _suggest(client, shop, f"Does the tamper T{i}{i}{i} fit the portafilter?",
+                       f"Yes, T{i}{i}{i} fits.", confidence=99)
+    real = apply_module.add_entries
+    calls = 0
+
+    async def crash_on_second_batch(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise RuntimeError("the worker died")
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(apply_module, "add_entries", crash_on_second_batch)
+    with pytest.raises(RuntimeError):
+        await apply_approved(runtime, batch_size=3, shop_id=shop.shop_id)
+    monkeypatch.setattr(apply_module, "add_entries", real)
+    again = await apply_approved(runtime, batch_size=3, shop_id=shop.shop_id)
+    assert again.applied == 3
+    counts = await runtime.pool.fetch(
+        "SELECT metadata->>'queue_item' AS item, count(*) FROM knowledge_base_rag "
+        "WHERE shop_id = $1 AND source = 'learning' GROUP BY 1", shop.shop_id)
+    assert len(counts) == 6 and all(r["count"] == 1 for r in counts)
