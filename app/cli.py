@@ -210,6 +210,26 @@ def cmd_jobs(settings: Settings, args: argparse.Namespace) -> None:
                                     check_vectors=not reembedding)))
 
 
+def cmd_export(settings: Settings, args: argparse.Namespace) -> None:
+    from knowledge.export import export
+
+    async def work(rt: Runtime) -> int:
+        shop_id = (await shops.get_shop(rt.pool, args.shop)).id
+        lines = 0
+        out = (await asyncio.to_thread(open, args.out, "wb")) if args.out else sys.stdout.buffer
+        try:
+            async for line in export(rt, shop_id, args.kind):
+                out.write(line)
+                lines += 1
+        finally:
+            if args.out:
+                out.close()
+        return lines
+
+    count = asyncio.run(_with_runtime(settings, work))
+    print(f"{count} records", file=sys.stderr)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="learnkb", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -274,6 +294,12 @@ def build_parser() -> argparse.ArgumentParser:
     ing.add_argument("files", nargs="+")
     ing.add_argument("--shop", required=True)
     ing.set_defaults(func=cmd_ingest)
+
+    exp = sub.add_parser("export", help="JSON Lines: qa, preferences (DPO) or label-studio")
+    exp.add_argument("kind", choices=["qa", "preferences", "label-studio"])
+    exp.add_argument("--shop", required=True)
+    exp.add_argument("--out", help="a file (default: standard output)")
+    exp.set_defaults(func=cmd_export)
 
     jobs_p = sub.add_parser("jobs", help="run a batch job once")
     jobs_sub = jobs_p.add_subparsers(dest="jobs_cmd", required=True)

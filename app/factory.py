@@ -16,6 +16,7 @@ from app.auth import provide_principal
 from app.controllers.answers import AnswerController
 from app.controllers.api_keys import KeyController
 from app.controllers.documents import document_controller
+from app.controllers.exports import ExportController
 from app.controllers.health import HealthController
 from app.controllers.knowledge_entries import KnowledgeController
 from app.controllers.learning import LearningController
@@ -56,7 +57,8 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None,
     return Litestar(
         route_handlers=[HealthController, AnswerController, KnowledgeController,
                         document_controller(settings.max_document_bytes), ShopController,
-                        KeyController, LearningController, QueueController, AuditController],
+                        KeyController, LearningController, QueueController, AuditController,
+                        ExportController],
         dependencies={"principal": Provide(provide_principal)},
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=[lifespan],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from typing import Any
 
@@ -299,3 +300,32 @@ async def test_a_crash_half_way_applies_each_item_exactly_once(
         "SELECT metadata->>'queue_item' AS item, count(*) FROM knowledge_base_rag "
         "WHERE shop_id = $1 AND source = 'learning' GROUP BY 1", shop.shop_id)
     assert len(counts) == 6 and all(r["count"] == 1 for r in counts)
+
+
+async def test_exports_stream_training_data(client: httpx.AsyncClient, shop: ShopKeys,
+                                            runtime: Runtime) -> None:
+    await _seed(client, shop)
+    wrong = await _ask(client, shop, "Do you ship to Norway?")
+    await client.post("/v1/corrections", headers=shop.owner, json={
+        "turn_id": wrong["turn_id"], "priority": "urgent",
+        "corrected_answer": "Yes, to Norway in 5 to 8 days."})
+    await _suggest(client, shop, "Do you sell oat milk?", "No, only coffee and gear.")
+    await apply_approved(runtime, shop_id=shop.shop_id)
+
+    qa = await client.get("/v1/export/qa", headers=shop.owner)
+    assert qa.status_code == 200 and qa.headers["content-type"].startswith(
+        "application/x-ndjson")
+    pairs = [json.loads(line) for line in qa.text.splitlines()]
+    assert [p["answer"] for p in pairs] == ["Yes, to Norway in 5 to 8 days."]
+    assert pairs[0]["messages"][1] == {"role": "assistant",
+                                       "content": "Yes, to Norway in 5 to 8 days."}
+    prefs = [json.loads(line) for line in
+             (await client.get("/v1/export/preferences", headers=shop.owner)).text.splitlines()]
+    assert prefs == [{"prompt": "Do you ship to Norway?",
+                      "chosen": "Yes, to Norway in 5 to 8 days.",
+                      "rejected": wrong["answer"], "meta": prefs[0]["meta"]}]
+    tasks = (await client.get("/v1/export/label-studio", headers=shop.owner)).json()
+    assert [t["data"]["text"] for t in tasks] == ["Do you sell oat milk?"]
+    assert tasks[0]["data"]["proposed_answer"] == "No, only coffee and gear."
+    assert (await client.get("/v1/export/qa", headers=shop.bot)).status_code == 403
+    assert (await client.get("/v1/export/nope", headers=shop.owner)).status_code == 404
