@@ -9,7 +9,7 @@ from uuid import UUID
 
 from knowledge import audit
 from knowledge.access import SYSTEM
-from knowledge.db import Conn
+from knowledge.db import Conn, Vector
 from knowledge.entries import SELECT_LIVE as SELECT_LIVE_ENTRY
 from knowledge.entries import EntryDraft, add_entries, supersede_entry
 from knowledge.learning_queue import COLUMNS, QueueItem, item_from_row
@@ -23,7 +23,7 @@ LOCK_NAME = "job:apply"
 
 # Urgent corrections first, then in the order they were approved.
 CLAIM_APPROVED = f"""
-SELECT {COLUMNS} FROM learning_queue
+SELECT {COLUMNS}, embedding FROM learning_queue
 WHERE status = 'approved' AND kind = 'answer' AND ($2::integer IS NULL OR shop_id = $2)
 ORDER BY (priority = 'urgent') DESC, reviewed_at, created_at
 LIMIT $1
@@ -67,7 +67,9 @@ async def apply_approved(rt: Runtime, batch_size: int = 500,
                 items = [item_from_row(r) for r in rows]
                 if not items:
                     break
-                made, replaced = await _apply_batch(rt, conn, items)
+                vectors = {r["id"]: r["embedding"] for r in rows
+                           if r["embedding"] is not None}
+                made, replaced = await _apply_batch(rt, conn, items, vectors)
             applied += len(items)
             created += made
             superseded += replaced
@@ -79,7 +81,8 @@ async def apply_approved(rt: Runtime, batch_size: int = 500,
     return ApplyResult(applied, created, superseded)
 
 
-async def _apply_batch(rt: Runtime, conn: Conn, items: list[QueueItem]) -> tuple[int, int]:
+async def _apply_batch(rt: Runtime, conn: Conn, items: list[QueueItem],
+                       vectors: dict[UUID, Vector]) -> tuple[int, int]:
     knowledge_of: dict[UUID, UUID] = {}
     fresh: dict[int, list[QueueItem]] = defaultdict(list)
     replaced = 0
@@ -104,7 +107,10 @@ async def _apply_batch(rt: Runtime, conn: Conn, items: list[QueueItem]) -> tuple
         entries = await add_entries(rt, shop_id, [
             EntryDraft(answer=i.proposed_content or "", question=i.question,
                        category=i.category, source="learning",
-                       metadata={"queue_item": str(i.id)}) for i in group
+                       metadata={"queue_item": str(i.id)},
+                       # The item's question was embedded when it was queued.
+                       known_vectors={i.question: vectors[i.id]}
+                       if i.question and i.id in vectors else {}) for i in group
         ], SYSTEM, conn=conn, audit_action="knowledge.create_from_learning")
         for item, entry in zip(group, entries, strict=True):
             knowledge_of[item.id] = entry.id

@@ -212,15 +212,22 @@ class Embedder:
         return await future
 
     async def embed_many(self, texts: list[str], chunk: int = 64) -> list[Vector]:
-        """Vectors for a bulk load, in chunks so answering is not starved meanwhile."""
+        """Vectors for a bulk load: chunks spread over the workers, so a load uses every core
+        and answering still gets its turn between chunks."""
         if not self._executors:
             raise Unavailable("the embedding model is not loaded")
         loop = asyncio.get_running_loop()
-        out: list[Vector] = []
-        for start in range(0, len(texts), chunk):
-            part = [normalize_text(t) for t in texts[start:start + chunk]]
-            out.extend(await loop.run_in_executor(self._executors[0], self.encode_sync, part))
-        return out
+        chunks = [[normalize_text(t) for t in texts[i:i + chunk]]
+                  for i in range(0, len(texts), chunk)]
+        results: list[list[Vector]] = [[] for _ in chunks]
+
+        async def work(worker: int) -> None:
+            for index in range(worker, len(chunks), len(self._executors)):
+                results[index] = await loop.run_in_executor(
+                    self._executors[worker], self.encode_sync, chunks[index], worker)
+
+        await asyncio.gather(*(work(w) for w in range(len(self._executors))))
+        return [vector for part in results for vector in part]
 
     def _remember(self, key: str, vector: Vector) -> None:
         self._cache[key] = vector

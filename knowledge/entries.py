@@ -34,6 +34,8 @@ class EntryDraft:
     source: str = "manual"
     document_id: UUID | None = None
     chunk_index: int | None = None
+    # Vectors already made for some search texts (text -> vector), e.g. a queue item's question.
+    known_vectors: dict[str, Vector] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,7 +183,8 @@ def validate(draft: EntryDraft, max_answer: int, max_question: int) -> EntryDraf
         raise Invalid(f"source is one of {', '.join(SOURCES)}", field="source")
     return EntryDraft(answer=answer, question=question, variants=variants, category=category,
                       metadata=dict(draft.metadata), source=draft.source,
-                      document_id=draft.document_id, chunk_index=draft.chunk_index)
+                      document_id=draft.document_id, chunk_index=draft.chunk_index,
+                      known_vectors=draft.known_vectors)
 
 
 def search_texts(draft: EntryDraft) -> list[tuple[str, str]]:
@@ -222,14 +225,12 @@ async def _insert_version(conn: Conn, rt: Runtime, shop_id: int,
 async def embed_drafts(rt: Runtime, drafts: Sequence[EntryDraft]
                        ) -> list[list[tuple[str, str, Vector]]]:
     pairs = [search_texts(d) for d in drafts]
-    flat = [text for group in pairs for _, text in group]
-    vectors = await rt.embedder.embed_many(flat) if flat else []
-    out: list[list[tuple[str, str, Vector]]] = []
-    position = 0
-    for group in pairs:
-        out.append([(kind, text, vectors[position + i]) for i, (kind, text) in enumerate(group)])
-        position += len(group)
-    return out
+    missing = list(dict.fromkeys(text for d, group in zip(drafts, pairs, strict=True)
+                                 for _, text in group if text not in d.known_vectors))
+    made = dict(zip(missing, await rt.embedder.embed_many(missing), strict=True)) \
+        if missing else {}
+    return [[(kind, text, d.known_vectors[text] if text in d.known_vectors else made[text])
+             for kind, text in group] for d, group in zip(drafts, pairs, strict=True)]
 
 
 async def add_entries(rt: Runtime, shop_id: int, drafts: Sequence[EntryDraft],

@@ -16,6 +16,7 @@ from knowledge.access import Principal
 from knowledge.db import Conn, Queryable, Vector
 from knowledge.embedding import normalize_text
 from knowledge.errors import Invalid, NotFound
+from knowledge.retrieval import nearest_entries
 from knowledge.runtime import Runtime
 from knowledge.shops import Shop
 
@@ -110,14 +111,6 @@ FROM (SELECT * FROM learning_queue
 ORDER BY embedding <=> $2
 LIMIT $4
 """
-# Live knowledge by its question vectors, exact within the shop as for answering.
-NEAREST_ENTRIES = """
-SELECT v.entry_id, min(v.embedding <=> $2) AS distance
-FROM (SELECT entry_id, embedding FROM knowledge_vectors WHERE shop_id = $1 OFFSET 0) AS v
-GROUP BY v.entry_id
-ORDER BY 2
-LIMIT $3
-"""
 ENTRY_TEXT = """
 SELECT entry_id, question, variants, answer FROM knowledge_base_rag
 WHERE shop_id = $1 AND entry_id = ANY($2::uuid[]) AND valid_to IS NULL
@@ -201,11 +194,11 @@ async def submit(rt: Runtime, shop: Shop, draft: ItemDraft, actor: Principal,
         vector = await rt.embedder.embed(draft.question)
     if conn is None:
         async with rt.pool.acquire() as own, own.transaction():
-            return await _submit(own, shop, draft, actor, vector)
-    return await _submit(conn, shop, draft, actor, vector)
+            return await _submit(rt, own, shop, draft, actor, vector)
+    return await _submit(rt, conn, shop, draft, actor, vector)
 
 
-async def _submit(conn: Conn, shop: Shop, draft: ItemDraft, actor: Principal,
+async def _submit(rt: Runtime, conn: Conn, shop: Shop, draft: ItemDraft, actor: Principal,
                   vector: Vector) -> Submitted:
     signal = _signal(draft)
     # 1. The same question already in the queue: merge (or count it on a dismissed item).
@@ -224,33 +217,32 @@ async def _submit(conn: Conn, shop: Shop, draft: ItemDraft, actor: Principal,
         approved = await _maybe_approve(conn, shop, merged, actor)
         return Submitted(outcome, approved or merged, auto_approved=approved is not None)
     # 2. Compare with live knowledge.
-    nearest = await conn.fetch(NEAREST_ENTRIES, shop.id, vector, NEIGHBOURS)
+    nearest = await nearest_entries(rt, conn, shop.id, vector, NEIGHBOURS)
     texts = {r["entry_id"]: r for r in await conn.fetch(
-        ENTRY_TEXT, shop.id, [r["entry_id"] for r in nearest])} if nearest else {}
+        ENTRY_TEXT, shop.id, [entry_id for entry_id, _ in nearest])} if nearest else {}
     nearest_id: UUID | None = None
     nearest_similarity: float | None = None
     conflict_id: UUID | None = None
     target = draft.target_entry_id
-    for row in nearest:
-        entry = texts.get(row["entry_id"])
+    for entry_id, similarity in nearest:
+        entry = texts.get(entry_id)
         if entry is None:
             continue
-        similarity = 1.0 - float(row["distance"])
         if nearest_id is None:
-            nearest_id, nearest_similarity = row["entry_id"], similarity
+            nearest_id, nearest_similarity = entry_id, similarity
         asked = [entry["question"], *entry["variants"]]
         if not any(same_question(similarity, q, draft.question, shop) for q in asked if q):
             continue
         if draft.kind == "answer" and same_text(entry["answer"], draft.answer,
                                                 shop.dedup_answer_ratio):
             await audit.record(conn, shop_id=shop.id, actor=actor, action="queue.dropped",
-                               subject_type="knowledge", subject_id=row["entry_id"],
+                               subject_type="knowledge", subject_id=entry_id,
                                after={"question": draft.question, "reason": "already known",
                                       "signal": signal})
             return Submitted("dropped", None)
         if draft.kind == "answer":
-            conflict_id = row["entry_id"]
-            target = target or row["entry_id"]
+            conflict_id = entry_id
+            target = target or entry_id
         break
     # 3. New: approved at once when confident enough, unless it contradicts live knowledge
     # (then only an urgent owner correction settles it without review).

@@ -42,7 +42,7 @@ nearest AS (
         FROM knowledge_vectors WHERE shop_id = $1
         OFFSET 0
     ) AS shop_vectors
-    ORDER BY distance LIMIT $5
+    ORDER BY distance LIMIT {limit}
 )"""
 
 # The index path for large shops: HNSW with iterative scans (set on every pooled connection)
@@ -51,7 +51,7 @@ _HNSW_NEAREST = """
 nearest AS (
     SELECT entry_id, embedding <=> $2 AS distance
     FROM knowledge_vectors WHERE shop_id = $1
-    ORDER BY embedding <=> $2 LIMIT $5
+    ORDER BY embedding <=> $2 LIMIT {limit}
 )"""
 
 # Lexemes that most entries contain (PostgreSQL's own tsvector statistics) are left out of the
@@ -92,8 +92,19 @@ CROSS JOIN q
 """
 
 _KB_COLUMNS = ", ".join(f"kb.{name}" for name in COLUMN_NAMES)
-HYBRID_EXACT = _HYBRID_TEMPLATE.format(nearest=_EXACT_NEAREST, entry_columns=_KB_COLUMNS)
-HYBRID_HNSW = _HYBRID_TEMPLATE.format(nearest=_HNSW_NEAREST, entry_columns=_KB_COLUMNS)
+HYBRID_EXACT = _HYBRID_TEMPLATE.format(nearest=_EXACT_NEAREST.format(limit="$5"),
+                                       entry_columns=_KB_COLUMNS)
+HYBRID_HNSW = _HYBRID_TEMPLATE.format(nearest=_HNSW_NEAREST.format(limit="$5"),
+                                      entry_columns=_KB_COLUMNS)
+
+# The few live entries nearest a vector, by their best question vector (for deduplication).
+_NEAREST_ENTRIES = """
+WITH {nearest}
+SELECT entry_id, min(distance) AS distance FROM nearest
+GROUP BY entry_id ORDER BY 2 LIMIT $4
+"""
+NEAREST_ENTRIES_EXACT = _NEAREST_ENTRIES.format(nearest=_EXACT_NEAREST.format(limit="$3"))
+NEAREST_ENTRIES_HNSW = _NEAREST_ENTRIES.format(nearest=_HNSW_NEAREST.format(limit="$3"))
 
 # Every vector of a shop, for checking retrieval against brute force.
 EXACT_VECTORS_OF_SHOP = "SELECT entry_id, embedding FROM knowledge_vectors WHERE shop_id = $1"
@@ -251,6 +262,18 @@ def choose_path(shop_vectors: int, all_vectors: int, exact_max: int,
     if all_vectors and shop_vectors / all_vectors < min_fraction:
         return "exact"
     return "hnsw"
+
+
+async def nearest_entries(rt: Runtime, conn: Queryable, shop_id: int, vector: Vector,
+                          k: int) -> list[tuple[UUID, float]]:
+    """(entry_id, cosine similarity) of the k nearest live entries, searched as answering
+    searches: exactly for small shops, through HNSW for large ones."""
+    s = rt.settings
+    size, total = await cache_of(rt).shop_vectors(conn, shop_id)
+    path = choose_path(size, total, s.exact_search_max_vectors, s.hnsw_min_shop_fraction)
+    sql = NEAREST_ENTRIES_EXACT if path == "exact" else NEAREST_ENTRIES_HNSW
+    rows = await conn.fetch(sql, shop_id, vector, k * _VECTORS_PER_CANDIDATE, k)
+    return [(r["entry_id"], 1.0 - float(r["distance"])) for r in rows]
 
 
 async def search(rt: Runtime, shop_id: int, question: str, vector: Vector,
