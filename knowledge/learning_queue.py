@@ -141,6 +141,9 @@ WHERE id = $1 AND status = 'pending'
 RETURNING {_COLUMNS}
 """
 SELECT_ITEM = f"SELECT {_COLUMNS} FROM learning_queue WHERE shop_id = $1 AND id = $2"
+COUNT_ITEMS = """
+SELECT count(*) FROM learning_queue WHERE shop_id = $1 AND ($2::text IS NULL OR status = $2)
+"""
 
 
 def item_from_row(row: asyncpg.Record | None) -> QueueItem:
@@ -286,3 +289,7 @@ async def get_item(conn: Queryable, shop_id: int, item_id: UUID) -> QueueItem:
     if row is None:
         raise NotFound(f"no queue item {item_id}")
     return item_from_row(row)
+
+
+async def count_items(conn: Queryable, shop_id: int, status: str | None = None) -> int:
+    return int(await conn.fetchval(COUNT_ITEMS, shop_id, status))

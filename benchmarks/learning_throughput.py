@@ -1,0 +1,196 @@
+"""Benchmark of the learning loop: signals accepted per second over HTTP, how many queue items
+they become (the merge ratio), and the apply job's time to make 10,000 approved items
+answerable.
+
+    .venv/bin/python -m benchmarks.learning_throughput --entries 10000 --signals 10000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import statistics
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from benchmarks.answer_latency import load_shop
+from benchmarks.common import data_dir, free_port, questions, served
+from knowledge import keys, shops
+from knowledge.access import CLI_ADMIN, Role
+from knowledge.answering import Question, answer_question
+from knowledge.apply import apply_approved
+from knowledge.learning_queue import ItemDraft, count_items, submit
+from knowledge.retrieval import search
+from knowledge.runtime import Runtime, open_runtime
+from knowledge.settings import Settings
+
+TOPICS = ["gift wrapping", "student discounts", "loyalty points", "store pickup",
+          "corporate orders", "engraving", "repair service", "trade-in", "price matching",
+          "click and collect", "subscriptions", "spare keys"]
+
+
+def learning_pool(count: int, seed: int) -> list[tuple[str, str]]:
+    """Distinct questions the knowledge base does not answer yet, with their right answers."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(count):
+        topic = rng.choice(TOPICS)
+        out.append((f"Do you offer {topic} for order type {i}?",
+                    f"Yes: {topic} is available for order type {i}, ask at checkout."))
+    return out
+
+
+async def make_turns(rt: Runtime, shop: shops.Shop, count: int) -> list[str]:
+    turns = []
+    for text in questions(count, seed=31):
+        answer = await answer_question(rt, shop, Question(text=text))
+        turns.append(str(answer.turn_id))
+    return turns
+
+
+def signal_mix(total: int, turns: list[str]) -> list[tuple[str, dict[str, Any]]]:
+    rng = random.Random(5)
+    corrections = learning_pool(total // 8, seed=6)
+    suggestions = learning_pool(total // 10, seed=7)
+    mix: list[tuple[str, dict[str, Any]]] = []
+    for i in range(total):
+        kind = i % 20
+        if kind < 7:
+            feedback: dict[str, Any] = {"turn_id": rng.choice(turns)}
+            roll = rng.random()
+            if roll < 0.5:
+                feedback["type"] = "thumbs_down"
+            elif roll < 0.8:
+                feedback["type"] = "thumbs_up"
+            else:
+                feedback.update(type="star_rating", rating=rng.randint(1, 5))
+            mix.append(("/v1/feedback", feedback))
+        elif kind < 14:
+            q, a = rng.choice(corrections)
+            mix.append(("/v1/corrections", {
+                "question": q, "corrected_answer": a,
+                "priority": rng.choice(["low", "normal", "normal", "high", "urgent"])}))
+        else:
+            q, a = rng.choice(suggestions)
+            mix.append(("/v1/knowledge/suggestions", {"question": q, "answer": a,
+                                                      "confidence": rng.randint(40, 99)}))
+    rng.shuffle(mix)
+    return mix
+
+
+async def send(base: str, owner: str, bot: str, mix: list[tuple[str, dict[str, Any]]],
+               concurrency: int) -> tuple[float, Counter[str], list[float]]:
+    queue = list(mix)
+    outcomes: Counter[str] = Counter()
+    latencies: list[float] = []
+
+    async def client(session: aiohttp.ClientSession) -> None:
+        while queue:
+            path, body = queue.pop()
+            key = bot if path == "/v1/feedback" else owner
+            started = time.perf_counter()
+            async with session.post(f"{base}{path}", json=body,
+                                    headers={"Authorization": f"Bearer {key}"}) as r:
+                data = await r.json()
+                if r.status != 201:
+                    raise SystemExit(f"{path} -> {r.status}: {data}")
+            latencies.append((time.perf_counter() - started) * 1000)
+            queued = data.get("queued", data) if path != "/v1/knowledge/suggestions" else data
+            outcomes[queued["outcome"] if queued else "no item"] += 1
+
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        started = time.perf_counter()
+        await asyncio.gather(*(client(session) for _ in range(concurrency)))
+        return time.perf_counter() - started, outcomes, latencies
+
+
+async def approve_many(rt: Runtime, shop: shops.Shop, count: int) -> list[str]:
+    pool = learning_pool(count, seed=99)
+    texts = [q.replace("Do you offer", "Can I get") for q, _ in pool]
+    vectors = await rt.embedder.embed_many(texts)
+    gate = asyncio.Semaphore(4)
+
+    async def one(i: int) -> None:
+        async with gate:
+            await submit(rt, shop, ItemDraft(kind="answer", source_type="manual",
+                                             question=texts[i], answer=pool[i][1],
+                                             confidence=99), CLI_ADMIN, vector=vectors[i])
+
+    await asyncio.gather(*(one(i) for i in range(count)))
+    return texts
+
+
+async def main(args: argparse.Namespace) -> dict[str, Any]:
+    data = data_dir(args.data_dir)
+    settings = Settings.from_env(data_dir=data, database_url=args.database_url, run_jobs=False)
+    rt = await open_runtime(settings)
+    try:
+        started = time.perf_counter()
+        shop_id = await load_shop(rt, "learn-bench", args.entries, seed=1)
+        await rt.pool.execute("ANALYZE")
+        shop = await shops.get_shop(rt.pool, shop_id)
+        turns = await make_turns(rt, shop, args.turns)
+        setup_s = time.perf_counter() - started
+        owner = (await keys.create_key(rt.pool, Role.OWNER, shop_id, "bench")).secret
+        bot = (await keys.create_key(rt.pool, Role.BOT, shop_id, "bench")).secret
+        mix = signal_mix(args.signals, turns)
+        with served(rt.database_url, data, free_port()) as (base, _):
+            elapsed, outcomes, latencies = await send(base, owner, bot, mix, args.concurrency)
+        items = await count_items(rt.pool, shop_id)
+        # Everything approved by the signals is applied first, then 10,000 approved items.
+        await apply_approved(rt, shop_id=shop_id)
+        other = await shops.create_shop(rt.pool, "apply-bench", "apply-bench")
+        queued_at = time.perf_counter()
+        texts = await approve_many(rt, other, args.apply_items)
+        queue_s = time.perf_counter() - queued_at
+        approved = await count_items(rt.pool, other.id, "approved")
+        started = time.perf_counter()
+        result = await apply_approved(rt, shop_id=other.id)
+        apply_s = time.perf_counter() - started
+        probes = random.Random(1).sample(texts, 50)
+        found = 0
+        for text in probes:
+            vector = await rt.embedder.embed(text)
+            top = (await search(rt, other.id, text, vector, limit=1)).candidates
+            found += bool(top) and top[0].entry.question == text
+        report = {
+            "entries": args.entries, "setup_seconds": round(setup_s, 1),
+            "signals": len(mix), "concurrency": args.concurrency,
+            "signals_per_second": round(len(mix) / elapsed, 1),
+            "signal_latency_ms": {"p50": round(statistics.median(latencies), 2),
+                                  "p95": round(sorted(latencies)[int(len(latencies) * .95)], 2)},
+            "outcomes": dict(outcomes), "queue_items_created": int(items),
+            "merge_ratio": round(1 - items / len(mix), 3),
+            "approved_items_to_apply": int(approved),
+            "queueing_seconds": round(queue_s, 1),
+            "apply_seconds": round(apply_s, 2), "applied": result.applied,
+            "answerable_after_apply": f"{found}/{len(probes)}",
+        }
+    finally:
+        await rt.close()
+    return report
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--entries", type=int, default=10_000)
+    parser.add_argument("--signals", type=int, default=10_000)
+    parser.add_argument("--turns", type=int, default=1_000)
+    parser.add_argument("--apply-items", type=int, default=10_000)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--database-url")
+    parser.add_argument("--data-dir")
+    parser.add_argument("--out", default="benchmarks/out")
+    arguments = parser.parse_args()
+    report = asyncio.run(main(arguments))
+    out = Path(arguments.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "learning_throughput.json").write_text(json.dumps(report, indent=2))
+    print(json.dumps(report, indent=2))
