@@ -12,17 +12,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
 import time
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import numpy as np
 import psutil
 
-from benchmarks.common import data_dir, free_port, questions, served, summary
+from benchmarks.common import data_dir, free_port, questions, served, summary, write_report
 from knowledge import keys, shops
 from knowledge.access import CLI_ADMIN, Role
 from knowledge.entries import EntryDraft, add_entries
@@ -200,8 +198,5 @@ if __name__ == "__main__":
     parser.add_argument("--data-dir")
     parser.add_argument("--out", default="benchmarks/out")
     arguments = parser.parse_args()
-    result = asyncio.run(main(arguments))
-    out = Path(arguments.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"answer_latency_{arguments.entries}.json").write_text(json.dumps(result, indent=2))
-    print(json.dumps(result, indent=2))
+    write_report(arguments.out, f"answer_latency_{arguments.entries}.json",
+                 asyncio.run(main(arguments)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -14,6 +15,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -46,6 +48,14 @@ def percentile(values: list[float], q: float) -> float:
 def summary(values: list[float]) -> dict[str, float]:
     return {"p50": statistics.median(values), "p95": percentile(values, 95),
             "p99": percentile(values, 99), "n": len(values)}
+
+
+def write_report(out_dir: str, name: str, report: dict[str, Any]) -> None:
+    """Print the figures and keep them as JSON under out_dir."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / name).write_text(json.dumps(report, indent=2))
+    print(json.dumps(report, indent=2))
 
 
 def free_port() -> int:

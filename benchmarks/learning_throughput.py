@@ -9,18 +9,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import random
 import statistics
 import time
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 
 from benchmarks.answer_latency import load_shop
-from benchmarks.common import data_dir, free_port, questions, served
+from benchmarks.common import data_dir, free_port, questions, served, write_report
 from knowledge import keys, shops
 from knowledge.access import CLI_ADMIN, Role
 from knowledge.answering import Question, answer_question
@@ -189,8 +187,4 @@ if __name__ == "__main__":
     parser.add_argument("--data-dir")
     parser.add_argument("--out", default="benchmarks/out")
     arguments = parser.parse_args()
-    report = asyncio.run(main(arguments))
-    out = Path(arguments.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "learning_throughput.json").write_text(json.dumps(report, indent=2))
-    print(json.dumps(report, indent=2))
+    write_report(arguments.out, "learning_throughput.json", asyncio.run(main(arguments)))
