@@ -190,12 +190,12 @@ async def merge(rt: Runtime, shop_id: int | None, source_id: UUID, into_id: UUID
     if conn is None:
         async with rt.pool.acquire() as own, own.transaction():
             return await merge(rt, shop_id, source_id, into_id, actor, conn=own)
-    if source_id == into_id:
-        raise Invalid("an item cannot be merged into itself", field="into")
     # Lock in id order, so two opposite merges cannot deadlock.
     first, second = sorted([source_id, into_id], key=str)
     locked = {first: await _lock(conn, shop_id, first),
               second: await _lock(conn, shop_id, second)}
+    if source_id == into_id:
+        raise Invalid("an item cannot be merged into itself", field="into")
     source, target = locked[source_id], locked[into_id]
     if source.shop_id != target.shop_id:
         raise NotFound(f"no queue item {into_id}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import httpx
 import pytest
 
@@ -9,9 +11,19 @@ from knowledge.runtime import Runtime
 from tests.conftest import ShopKeys, make_shop
 
 
+@dataclass(frozen=True)
+class Victim:
+    """Shop A with an entry, a document, an answered turn and a queue item."""
+
+    keys: ShopKeys
+    entry_id: str
+    doc_id: str
+    turn_id: str
+    item_id: str
+
+
 @pytest.fixture
-async def victim(client: httpx.AsyncClient, runtime: Runtime) -> tuple[ShopKeys, str, str]:
-    """Shop A with one entry and one document."""
+async def victim(client: httpx.AsyncClient, runtime: Runtime) -> Victim:
     a = await make_shop(runtime, "victim")
     r = await client.post("/v1/knowledge", headers=a.owner, json={
         "question": "What is the secret discount code?", "answer": "SECRET-A-42"})
@@ -19,11 +31,17 @@ async def victim(client: httpx.AsyncClient, runtime: Runtime) -> tuple[ShopKeys,
     d = await client.post("/v1/documents", headers=a.owner,
                           files={"file": ("notes.md", b"# Notes\n\nSECRET-A-42 details.",
                                           "text/markdown")})
-    return a, entry_id, d.json()["document"]["id"]
+    turn = await client.post("/v1/answer", headers=a.bot,
+                             json={"question": "What is the secret discount code?"})
+    item = await client.post("/v1/knowledge/suggestions", headers=a.owner, json={
+        "question": "Is SECRET-A-42 still valid?", "answer": "Yes, SECRET-A-42 until May."})
+    return Victim(a, entry_id, d.json()["document"]["id"], turn.json()["turn_id"],
+                  item.json()["item"]["id"])
 
 
-def _requests(a: ShopKeys, entry_id: str, doc_id: str) -> list[tuple[str, str, dict[str, object]]]:
+def _requests(v: Victim) -> list[tuple[str, str, dict[str, object]]]:
     """Every shop-scoped endpoint, aimed at shop A's data."""
+    a, entry_id, doc_id, item = v.keys, v.entry_id, v.doc_id, v.item_id
     return [
         ("POST", "/v1/answer", {"json": {"question": "secret discount code"},
                                 "params": {"shop": a.slug}}),
@@ -43,16 +61,35 @@ def _requests(a: ShopKeys, entry_id: str, doc_id: str) -> list[tuple[str, str, d
         ("PATCH", f"/v1/shops/{a.slug}", {"json": {"answer_threshold": 0.9}}),
         ("GET", "/v1/keys", {"params": {"shop": a.slug}}),
         ("POST", "/v1/keys", {"json": {"role": "bot", "shop": a.slug}}),
+        ("POST", "/v1/feedback", {"json": {"turn_id": v.turn_id, "type": "thumbs_down"}}),
+        ("POST", "/v1/feedback", {"json": {"turn_id": v.turn_id, "type": "thumbs_up"},
+                                  "params": {"shop": a.slug}}),
+        ("POST", "/v1/corrections", {"json": {"turn_id": v.turn_id,
+                                              "corrected_answer": "stolen"}}),
+        ("POST", "/v1/corrections", {"json": {"question": "q", "corrected_answer": "a"},
+                                     "params": {"shop": a.slug}}),
+        ("POST", "/v1/knowledge/suggestions", {"json": {"question": "q", "answer": "a"},
+                                               "params": {"shop": a.slug}}),
+        ("GET", "/v1/queue", {"params": {"shop": a.slug}}),
+        ("GET", f"/v1/queue/{item}", {}),
+        ("POST", f"/v1/queue/{item}/approve", {"json": {}}),
+        ("POST", f"/v1/queue/{item}/answer", {"json": {"answer": "stolen"}}),
+        ("POST", f"/v1/queue/{item}/reject", {"json": {"reason": "sabotage"}}),
+        ("POST", f"/v1/queue/{item}/merge", {"json": {"into": item}}),
+        ("GET", "/v1/audit", {"params": {"shop": a.slug}}),
+        ("GET", "/v1/export/qa", {"params": {"shop": a.slug}}),
+        ("GET", "/v1/export/preferences", {"params": {"shop": a.slug}}),
+        ("GET", "/v1/export/label-studio", {"params": {"shop": a.slug}}),
     ]
 
 
 async def test_another_shops_keys_get_nothing_of_shop_a(
         client: httpx.AsyncClient, runtime: Runtime,
-        victim: tuple[ShopKeys, str, str]) -> None:
-    a, entry_id, doc_id = victim
+        victim: Victim) -> None:
+    a, entry_id, doc_id = victim.keys, victim.entry_id, victim.doc_id
     b = await make_shop(runtime, "intruder")
     for headers in (b.owner, b.bot):
-        for method, path, kwargs in _requests(a, entry_id, doc_id):
+        for method, path, kwargs in _requests(victim):
             r = await client.request(method, path, headers=headers, **kwargs)  # type: ignore[arg-type]
             assert r.status_code in {403, 404}, (method, path, r.status_code, r.text)
             assert "SECRET-A-42" not in r.text
@@ -63,11 +100,16 @@ async def test_another_shops_keys_get_nothing_of_shop_a(
     assert r.json()["version"] == 1
     docs = await client.get("/v1/documents", headers=a.owner)
     assert [d["id"] for d in docs.json()] == [doc_id]
+    item = (await client.get(f"/v1/queue/{victim.item_id}", headers=a.owner)).json()
+    assert item["status"] == "pending" and item["observations"] == 1
+    feedback = await runtime.pool.fetchval(
+        "SELECT count(*) FROM conversation_feedback WHERE shop_id = $1", a.shop_id)
+    assert feedback == 0
 
 
 async def test_searching_in_own_shop_never_returns_other_shops_entries(
         client: httpx.AsyncClient, runtime: Runtime,
-        victim: tuple[ShopKeys, str, str]) -> None:
+        victim: Victim) -> None:
     b = await make_shop(runtime, "neighbour")
     r = await client.get("/v1/search", headers=b.bot, params={"q": "secret discount code"})
     assert r.status_code == 200 and r.json()["results"] == []
