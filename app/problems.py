@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import asyncpg
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
@@ -46,6 +47,14 @@ def validation_error(request: Request[Any, Any, Any],
     return problem(request, 422, "Invalid input", detail, errors=errors)
 
 
+def unstorable_text(request: Request[Any, Any, Any],
+                    exc: asyncpg.exceptions.DataError) -> Response[Any]:
+    """PostgreSQL refuses some values (a NUL character in text or JSON, a number out of
+    range): that is the caller's input, so a 422 that says so, not a 500."""
+    return problem(request, 422, "Invalid input",
+                   f"a value cannot be stored: {exc.__class__.__name__}: {exc}")
+
+
 def http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     status = exc.status_code
     detail = exc.detail or "error"
@@ -69,6 +78,7 @@ def unexpected_error(request: Request[Any, Any, Any], exc: Exception) -> Respons
 EXCEPTION_HANDLERS: dict[Any, Any] = {
     LearnkbError: learnkb_error,
     ValidationException: validation_error,
+    asyncpg.exceptions.DataError: unstorable_text,
     HTTPException: http_error,
     Exception: unexpected_error,
 }

@@ -11,4 +11,4 @@ NAME = "apply"
 async def run(rt: Runtime) -> str:
     result = await apply_approved(rt)
     return (f"applied {result.applied} items: {result.created} new entries, "
-            f"{result.superseded} new versions")
+            f"{result.superseded} new versions; {result.returned_to_review} back to review")

@@ -144,6 +144,8 @@ async def answer_question(rt: Runtime, shop: Shop, q: Question) -> Answer:
     text = q.text.strip()
     if not text:
         raise Invalid("the question is empty", field="question")
+    if "\x00" in text:
+        raise Invalid("the question contains a NUL character", field="question")
     if len(text) > rt.settings.max_question_chars:
         raise Invalid(f"the question is longer than {rt.settings.max_question_chars} characters",
                       field="question", limit=rt.settings.max_question_chars)
@@ -187,7 +189,7 @@ async def answer_question(rt: Runtime, shop: Shop, q: Question) -> Answer:
             # and repeats of it gather into one item.
             await submit(rt, shop, ItemDraft(
                 kind="gap", source_type="gap" if tier == "fallback" else "handover",
-                question=stored.text, source_id=turn_id,
+                question=stored.text[:rt.settings.max_question_chars], source_id=turn_id,
                 priority="high" if tier == "handover" else "normal",
                 metadata={"conversation_id": conversation_id, "repeats": repeats,
                           "redacted": stored.counts}), SYSTEM, conn=conn, vector=vector)

@@ -11,7 +11,8 @@ from knowledge import audit
 from knowledge.access import SYSTEM
 from knowledge.db import Conn, Vector
 from knowledge.entries import SELECT_LIVE as SELECT_LIVE_ENTRY
-from knowledge.entries import EntryDraft, add_entries, supersede_entry
+from knowledge.entries import EntryDraft, add_entries, supersede_entry, validate
+from knowledge.errors import LearnkbError
 from knowledge.learning_queue import COLUMNS, QueueItem, item_from_row
 from knowledge.locks import try_advisory_lock
 from knowledge.retrieval import cache_of
@@ -35,6 +36,12 @@ UPDATE learning_queue AS q SET status = 'applied', applied_at = now(),
 FROM unnest($1::uuid[], $2::uuid[]) AS t(id, knowledge_id)
 WHERE q.id = t.id
 """
+BACK_TO_REVIEW = """
+UPDATE learning_queue AS q SET status = 'pending', reviewed_at = NULL,
+                               review_note = 'could not be applied: ' || t.reason
+FROM unnest($1::uuid[], $2::text[]) AS t(id, reason)
+WHERE q.id = t.id
+"""
 MARK_CORRECTIONS_APPLIED = """
 UPDATE owner_corrections SET applied_at = now()
 WHERE id = ANY($1::uuid[]) AND applied_at IS NULL
@@ -46,6 +53,7 @@ class ApplyResult:
     applied: int
     created: int
     superseded: int
+    returned_to_review: int = 0
 
 
 async def apply_approved(rt: Runtime, batch_size: int = 500,
@@ -57,10 +65,10 @@ async def apply_approved(rt: Runtime, batch_size: int = 500,
     applied commit together, so a crash half-way leaves the batch approved and a re-run
     applies each item exactly once.
     """
-    applied = created = superseded = 0
+    applied = created = superseded = returned = 0
     async with try_advisory_lock(rt.pool, LOCK_NAME) as locked:
         if locked is None:
-            return ApplyResult(0, 0, 0)
+            return ApplyResult(0, 0, 0, 0)
         while True:
             async with rt.pool.acquire() as conn, conn.transaction():
                 rows = await conn.fetch(CLAIM_APPROVED, batch_size, shop_id)
@@ -69,24 +77,43 @@ async def apply_approved(rt: Runtime, batch_size: int = 500,
                     break
                 vectors = {r["id"]: r["embedding"] for r in rows
                            if r["embedding"] is not None}
-                made, replaced = await _apply_batch(rt, conn, items, vectors)
-            applied += len(items)
+                made, replaced, bounced = await _apply_batch(rt, conn, items, vectors)
+            applied += len(items) - bounced
             created += made
             superseded += replaced
+            returned += bounced
             for changed in {i.shop_id for i in items}:
                 cache_of(rt).forget(changed)
     if applied:
         log.info("applied %d learning items (%d new entries, %d new versions)", applied,
                  created, superseded)
-    return ApplyResult(applied, created, superseded)
+    return ApplyResult(applied, created, superseded, returned)
+
+
+def _draft(item: QueueItem, vectors: dict[UUID, Vector]) -> EntryDraft:
+    return EntryDraft(answer=item.proposed_content or "", question=item.question,
+                      category=item.category, source="learning",
+                      metadata={"queue_item": str(item.id)},
+                      # The item's question was embedded when it was queued.
+                      known_vectors={item.question: vectors[item.id]}
+                      if item.question and item.id in vectors else {})
 
 
 async def _apply_batch(rt: Runtime, conn: Conn, items: list[QueueItem],
-                       vectors: dict[UUID, Vector]) -> tuple[int, int]:
+                       vectors: dict[UUID, Vector]) -> tuple[int, int, int]:
+    """Apply a claimed batch. An item that cannot be applied (say, its answer breaks a limit)
+    goes back to review with the reason instead of blocking every item behind it."""
     knowledge_of: dict[UUID, UUID] = {}
+    failed: dict[UUID, str] = {}
     fresh: dict[int, list[QueueItem]] = defaultdict(list)
     replaced = 0
+    limits = (rt.settings.max_answer_chars, rt.settings.max_question_chars)
     for item in items:
+        try:
+            validate(_draft(item, vectors), *limits)
+        except LearnkbError as exc:
+            failed[item.id] = exc.detail
+            continue
         live = None
         if item.target_entry_id is not None:
             live = await conn.fetchrow(SELECT_LIVE_ENTRY, item.shop_id, item.target_entry_id)
@@ -97,26 +124,30 @@ async def _apply_batch(rt: Runtime, conn: Conn, items: list[QueueItem],
         variants = list(live["variants"])
         if item.question and item.question not in asked:
             variants.append(item.question)
-        new = await supersede_entry(
-            rt, item.shop_id, live["entry_id"], SYSTEM, answer=item.proposed_content,
-            variants=variants[-50:], reason=f"learning queue item {item.id}",
-            source="learning", conn=conn)
+        try:
+            async with conn.transaction():
+                new = await supersede_entry(
+                    rt, item.shop_id, live["entry_id"], SYSTEM, answer=item.proposed_content,
+                    variants=variants[-50:], reason=f"learning queue item {item.id}",
+                    source="learning", conn=conn)
+        except LearnkbError as exc:
+            failed[item.id] = exc.detail
+            continue
         knowledge_of[item.id] = new.id
         replaced += 1
+    created = 0
     for shop_id, group in fresh.items():
-        entries = await add_entries(rt, shop_id, [
-            EntryDraft(answer=i.proposed_content or "", question=i.question,
-                       category=i.category, source="learning",
-                       metadata={"queue_item": str(i.id)},
-                       # The item's question was embedded when it was queued.
-                       known_vectors={i.question: vectors[i.id]}
-                       if i.question and i.id in vectors else {}) for i in group
-        ], SYSTEM, conn=conn, audit_action="knowledge.create_from_learning")
+        async with conn.transaction():
+            entries = await add_entries(rt, shop_id, [_draft(i, vectors) for i in group], SYSTEM,
+                                        conn=conn, audit_action="knowledge.create_from_learning")
+        created += len(entries)
         for item, entry in zip(group, entries, strict=True):
             knowledge_of[item.id] = entry.id
-    ids = [i.id for i in items]
-    await conn.execute(MARK_APPLIED, ids, [knowledge_of[i] for i in ids])
-    corrections = [i.source_id for i in items
+    done = [i for i in items if i.id in knowledge_of]
+    if failed:
+        await conn.execute(BACK_TO_REVIEW, list(failed), list(failed.values()))
+    await conn.execute(MARK_APPLIED, [i.id for i in done], [knowledge_of[i.id] for i in done])
+    corrections = [i.source_id for i in done
                    if i.source_type == "correction" and i.source_id is not None]
     if corrections:
         await conn.execute(MARK_CORRECTIONS_APPLIED, corrections)
@@ -125,5 +156,11 @@ async def _apply_batch(rt: Runtime, conn: Conn, items: list[QueueItem],
             conn, shop_id=shop_id, actor=SYSTEM, action="queue.apply", subject_type="queue",
             changes=[(i.id, {"status": "approved"},
                       {"status": "applied", "knowledge_id": str(knowledge_of[i.id])})
-                     for i in items if i.shop_id == shop_id])
-    return sum(len(g) for g in fresh.values()), replaced
+                     for i in done if i.shop_id == shop_id])
+        await audit.record_many(
+            conn, shop_id=shop_id, actor=SYSTEM, action="queue.apply_failed",
+            subject_type="queue",
+            changes=[(i.id, {"status": "approved"}, {"status": "pending",
+                                                     "reason": failed[i.id]})
+                     for i in items if i.id in failed and i.shop_id == shop_id])
+    return created, replaced, len(failed)

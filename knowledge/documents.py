@@ -125,12 +125,11 @@ def _decode(data: bytes, name: str) -> str:
 
 def _pdf_text(data: bytes, name: str) -> str:
     from pypdf import PdfReader
-    from pypdf.errors import PdfReadError
 
     try:
         reader = PdfReader(io.BytesIO(data))
         return "\n\n".join(page.extract_text() or "" for page in reader.pages)
-    except (PdfReadError, ValueError, KeyError) as exc:
+    except Exception as exc:  # a malformed or encrypted upload may fail anywhere in the reader
         raise Invalid(f"{name!r} is not a readable PDF: {exc}", field="file") from exc
 
 

@@ -131,7 +131,12 @@ WHERE shop_id = $1 AND valid_to IS NULL
 ORDER BY created_at, id
 LIMIT $4 OFFSET $5
 """
-COUNT_LIVE = "SELECT count(*) FROM knowledge_base_rag WHERE shop_id = $1 AND valid_to IS NULL"
+COUNT_LIVE = """
+SELECT count(*) FROM knowledge_base_rag
+WHERE shop_id = $1 AND valid_to IS NULL
+  AND ($2::text IS NULL OR category = $2)
+  AND ($3::uuid IS NULL OR document_id = $3)
+"""
 CLOSE_VERSION = """
 UPDATE knowledge_base_rag SET valid_to = now(), change_reason = coalesce($2, change_reason)
 WHERE id = $1
@@ -295,8 +300,18 @@ async def list_entries(conn: Queryable, shop_id: int, *,
                        category: str | None = None, document_id: UUID | None = None,
                        limit: int = 50, offset: int = 0) -> tuple[list[Entry], int]:
     rows = await conn.fetch(LIST_LIVE, shop_id, category, document_id, limit, offset)
-    total = await conn.fetchval(COUNT_LIVE, shop_id)
+    total = await conn.fetchval(COUNT_LIVE, shop_id, category, document_id)
     return [entry_from_row(r) for r in rows], int(total)
+
+
+async def _lock_live(conn: Conn, shop_id: int, entry_id: UUID) -> asyncpg.Record:
+    """Lock an entry's live version. A concurrent change may close the row we waited for;
+    then the version it wrote is the live one, found by asking again."""
+    for _ in range(2):
+        row = await conn.fetchrow(SELECT_LIVE_FOR_UPDATE, shop_id, entry_id)
+        if row is not None:
+            return row
+    raise NotFound(f"no live knowledge entry {entry_id}")
 
 
 _UNSET: Any = object()
@@ -316,9 +331,7 @@ async def supersede_entry(rt: Runtime, shop_id: int, entry_id: UUID, actor: Prin
                 rt, shop_id, entry_id, actor, question=question, variants=variants,
                 answer=answer, category=category, metadata=metadata, reason=reason,
                 expected_version=expected_version, source=source, conn=own)
-    row = await conn.fetchrow(SELECT_LIVE_FOR_UPDATE, shop_id, entry_id)
-    if row is None:
-        raise NotFound(f"no live knowledge entry {entry_id}")
+    row = await _lock_live(conn, shop_id, entry_id)
     old = entry_from_row(row)
     if expected_version is not None and expected_version != old.version:
         raise Conflict(f"entry {entry_id} is at version {old.version}, not {expected_version}",
@@ -358,9 +371,7 @@ async def retire_entry(rt: Runtime, shop_id: int, entry_id: UUID, actor: Princip
     if conn is None:
         async with rt.pool.acquire() as own, own.transaction():
             return await retire_entry(rt, shop_id, entry_id, actor, reason, conn=own)
-    row = await conn.fetchrow(SELECT_LIVE_FOR_UPDATE, shop_id, entry_id)
-    if row is None:
-        raise NotFound(f"no live knowledge entry {entry_id}")
+    row = await _lock_live(conn, shop_id, entry_id)
     old = entry_from_row(row)
     await conn.execute(CLOSE_VERSION, old.id, reason or "retired")
     await conn.execute(DELETE_VECTORS, old.id)

@@ -132,9 +132,12 @@ SET observations = observations + 1,
     priority = CASE WHEN $6::varchar = 'urgent' OR (priority <> 'urgent' AND $6::varchar = 'high')
                     THEN $6::varchar ELSE priority END,
     signals = signals || $2
-WHERE id = $1
+WHERE id = $1 AND status IN ('pending', 'approved', 'rejected')
 RETURNING {_COLUMNS}
 """
+# Inserting a new item takes this transaction-scoped lock (class, shop).
+QUEUE_LOCK_CLASS = 0x1EA5
+LOCK_NEW_ITEMS = "SELECT pg_advisory_xact_lock($1::integer, $2::integer)"
 PROMOTE = f"""
 UPDATE learning_queue SET status = 'approved', reviewed_at = now()
 WHERE id = $1 AND status = 'pending'
@@ -201,24 +204,41 @@ async def submit(rt: Runtime, shop: Shop, draft: ItemDraft, actor: Principal,
     return await _submit(rt, conn, shop, draft, actor, vector)
 
 
-async def _submit(rt: Runtime, conn: Conn, shop: Shop, draft: ItemDraft, actor: Principal,
-                  vector: Vector) -> Submitted:
-    signal = _signal(draft)
-    # 1. The same question already in the queue: merge (or count it on a dismissed item).
+async def _merge_existing(conn: Conn, shop: Shop, draft: ItemDraft, actor: Principal,
+                          vector: Vector, signal: dict[str, Any]) -> Submitted | None:
+    """The same question already in the queue: merge (or count it on a dismissed item)."""
     for row in await conn.fetch(NEAREST_ITEMS, shop.id, vector, draft.kind, NEIGHBOURS):
         if not same_question(row["similarity"], row["question"], draft.question, shop):
             continue
         if draft.kind == "answer" and not same_text(row["proposed_content"], draft.answer,
                                                     shop.dedup_answer_ratio):
             continue  # same question, another answer: a proposal of its own
-        merged = item_from_row(await conn.fetchrow(
+        updated = await conn.fetchrow(
             MERGE_INTO, row["id"], [signal], MERGED_CONFIDENCE_CAP, MERGE_STEP,
-            draft.confidence, draft.priority))
+            draft.confidence, draft.priority)
+        if updated is None:
+            continue  # applied or merged meanwhile: no longer open
+        merged = item_from_row(updated)
         outcome = "rejected_before" if merged.status == "rejected" else "merged"
         await audit.record(conn, shop_id=shop.id, actor=actor, action=f"queue.{outcome}",
                            subject_type="queue", subject_id=merged.id, after=merged.summary())
-        approved = await _maybe_approve(conn, shop, merged, actor)
+        approved = await _maybe_approve(conn, shop, merged, actor, settles_conflict(draft))
         return Submitted(outcome, approved or merged, auto_approved=approved is not None)
+    return None
+
+
+def settles_conflict(draft: ItemDraft) -> bool:
+    """Only an owner's urgent correction overrides live knowledge without review."""
+    return draft.priority == "urgent" and draft.source_type == "correction"
+
+
+async def _submit(rt: Runtime, conn: Conn, shop: Shop, draft: ItemDraft, actor: Principal,
+                  vector: Vector) -> Submitted:
+    signal = _signal(draft)
+    # 1. The same question already in the queue.
+    merged = await _merge_existing(conn, shop, draft, actor, vector, signal)
+    if merged is not None:
+        return merged
     # 2. Compare with live knowledge.
     nearest = await nearest_entries(rt, conn, shop.id, vector, NEIGHBOURS)
     texts = {r["entry_id"]: r for r in await conn.fetch(
@@ -247,11 +267,16 @@ async def _submit(rt: Runtime, conn: Conn, shop: Shop, draft: ItemDraft, actor: 
             conflict_id = entry_id
             target = target or entry_id
         break
-    # 3. New: approved at once when confident enough, unless it contradicts live knowledge
-    # (then only an urgent owner correction settles it without review).
+    # 3. New. Two identical signals at the same moment must not both get here: new items of a
+    # shop are inserted one at a time, and the queue is looked at again under that lock.
+    await conn.execute(LOCK_NEW_ITEMS, QUEUE_LOCK_CLASS, shop.id)
+    merged = await _merge_existing(conn, shop, draft, actor, vector, signal)
+    if merged is not None:
+        return merged
+    # Approved at once when confident enough, unless it contradicts live knowledge.
     confident = draft.confidence >= shop.auto_approve_threshold and draft.kind == "answer"
     if conflict_id is not None:
-        confident = confident and draft.priority == "urgent" and draft.source_type == "correction"
+        confident = confident and settles_conflict(draft)
     status = "approved" if confident else "pending"
     item = item_from_row(await conn.fetchrow(
         INSERT_ITEM, shop.id, status, draft.kind, draft.source_type, draft.source_id,
@@ -268,10 +293,12 @@ async def _submit(rt: Runtime, conn: Conn, shop: Shop, draft: ItemDraft, actor: 
     return Submitted(outcome, item, auto_approved=confident)
 
 
-async def _maybe_approve(conn: Conn, shop: Shop, item: QueueItem,
-                         actor: Principal) -> QueueItem | None:
-    """A merged item whose confidence now reaches the threshold is approved."""
-    if (item.status != "pending" or item.kind != "answer" or item.conflict_entry_id
+async def _maybe_approve(conn: Conn, shop: Shop, item: QueueItem, actor: Principal,
+                         settles: bool) -> QueueItem | None:
+    """A merged item whose confidence now reaches the threshold is approved (a conflict with
+    live knowledge only by an urgent owner correction)."""
+    if (item.status != "pending" or item.kind != "answer"
+            or (item.conflict_entry_id is not None and not settles)
             or item.confidence_score < shop.auto_approve_threshold):
         return None
     row = await conn.fetchrow(PROMOTE, item.id)

@@ -39,6 +39,16 @@ ORDER BY {{order}}
 LIMIT $8 OFFSET $9
 """
 LIST_BY_SORT = {name: _LIST.format(order=order) for name, order in SORTS.items()}
+COUNT_FILTERED = """
+SELECT count(*) FROM learning_queue
+WHERE ($1::integer IS NULL OR shop_id = $1)
+  AND ($2::text IS NULL OR status = $2)
+  AND ($3::text IS NULL OR source_type = $3)
+  AND ($4::text IS NULL OR kind = $4)
+  AND ($5::boolean IS NULL OR (conflict_entry_id IS NOT NULL) = $5)
+  AND ($6::timestamptz IS NULL OR created_at >= $6)
+  AND ($7::timestamptz IS NULL OR created_at < $7)
+"""
 NEAREST_KNOWLEDGE = """
 SELECT entry_id, id, version, question, answer FROM knowledge_base_rag
 WHERE entry_id = ANY($1::uuid[]) AND valid_to IS NULL
@@ -104,7 +114,11 @@ async def list_items(conn: Queryable, shop_id: int | None, f: QueueFilter, limit
     rows = await conn.fetch(LIST_BY_SORT[f.sort], shop_id, f.status, f.source_type, f.kind,
                             f.conflict, f.since, f.until, limit, offset)
     items = [item_from_row(r) for r in rows]
-    total = int(rows[0]["total"]) if rows else 0
+    if rows:
+        total = int(rows[0]["total"])
+    else:  # past the last page the window count is not there to read
+        total = int(await conn.fetchval(COUNT_FILTERED, shop_id, f.status, f.source_type,
+                                        f.kind, f.conflict, f.since, f.until))
     return await with_knowledge(conn, items), total
 
 
@@ -136,12 +150,17 @@ def _open(item: QueueItem, action: str) -> None:
 async def approve(rt: Runtime, shop_id: int | None, item_id: UUID, actor: Principal, *,
                   question: str | None = None, answer: str | None = None,
                   category: str | None = None, note: str | None = None,
-                  conn: Conn | None = None) -> QueueItem:
-    """Approve an item, optionally edited first; a gap becomes an answer once it has one."""
+                  gap_only: bool = False, conn: Conn | None = None) -> QueueItem:
+    """Approve an item, optionally edited first; a gap becomes an answer once it has one.
+    With gap_only, only an item that asks for an answer (a gap, or an answer to improve)."""
     if conn is None:
         async with rt.pool.acquire() as own, own.transaction():
             return await approve(rt, shop_id, item_id, actor, question=question, answer=answer,
-                                 category=category, note=note, conn=own)
+                                 category=category, note=note, gap_only=gap_only, conn=own)
+    if answer is not None and not answer.strip():
+        raise Invalid("the answer is empty", field="answer")
+    if question is not None and not question.strip():
+        raise Invalid("the question is empty", field="question")
     s = rt.settings
     for name, value, limit in (("question", question, s.max_question_chars),
                                ("answer", answer, s.max_answer_chars),
@@ -150,10 +169,19 @@ async def approve(rt: Runtime, shop_id: int | None, item_id: UUID, actor: Princi
             raise Invalid(f"{name} is longer than {limit} characters", field=name, limit=limit)
     item = await _lock(conn, shop_id, item_id)
     _open(item, "approved")
+    if gap_only and item.kind == "answer":
+        raise Conflict(f"queue item {item_id} already proposes an answer: approve or edit it",
+                       kind=item.kind)
     clean_answer = rt.redactor.redact(answer.strip()).text if answer else None
     if not (clean_answer or item.proposed_content):
         raise Invalid("this item has no answer yet: approve it with one", field="answer")
     clean_question = rt.redactor.redact(question.strip()).text if question else None
+    # Limits hold for what is stored: redaction can lengthen a text a little.
+    for name, value, limit in (("question", clean_question, s.max_question_chars),
+                               ("answer", clean_answer, s.max_answer_chars)):
+        if value is not None and len(value) > limit:
+            raise Invalid(f"{name} is longer than {limit} characters once redacted",
+                          field=name, limit=limit)
     edited = clean_answer is not None or clean_question is not None
     row = await conn.fetchrow(APPROVE, item_id, actor.key_id, clean_question, clean_answer,
                               category, note, int(edited))

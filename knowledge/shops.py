@@ -73,8 +73,12 @@ async def create_shop(conn: Queryable, slug: str, name: str) -> Shop:
 
 async def get_shop(conn: Queryable, ref: int | str) -> Shop:
     """A shop by numeric id or slug."""
-    if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
-        row = await conn.fetchrow(SELECT_SHOP_BY_ID, int(ref))
+    if isinstance(ref, str) and ref.isascii() and ref.isdigit():
+        ref = int(ref)
+    if isinstance(ref, int):
+        if not 0 < ref < 2**31:
+            raise NotFound(f"no shop {ref!r}")
+        row = await conn.fetchrow(SELECT_SHOP_BY_ID, ref)
     else:
         row = await conn.fetchrow(SELECT_SHOP_BY_SLUG, ref)
     if row is None:

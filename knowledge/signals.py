@@ -157,6 +157,12 @@ async def record_correction(rt: Runtime, shop: Shop, redactor: Redactor, actor: 
         asked = redactor.redact(question.strip())
         original = redactor.redact(original_response)
         note = redactor.redact(context)
+        # Limits hold for what is stored: redaction can lengthen a text a little.
+        for name, value, most in (("question", asked.text, rt.settings.max_question_chars),
+                                  ("corrected_answer", answer.text, limit)):
+            if len(value) > most:
+                raise Invalid(f"{name} is longer than {most} characters once redacted",
+                              field=name, limit=most)
         redacted = {k: v for r in (answer, asked, original, note) for k, v in r.counts.items()}
         correction_id = await conn.fetchval(
             INSERT_CORRECTION, shop.id, turn_id, asked.text, original.text or None, answer.text,

@@ -97,3 +97,17 @@ async def test_documents_reject_what_they_cannot_read(client: httpx.AsyncClient,
     r = await client.post("/v1/documents", headers=shop.owner, data={"x": "y"})
     assert r.status_code in {400, 422} and r.headers["content-type"].startswith(
         "application/problem+json")
+
+
+async def test_unstorable_text_and_odd_references_are_4xx(client: httpx.AsyncClient,
+                                                          shop: ShopKeys,
+                                                          admin: dict[str, str]) -> None:
+    _is_problem(await client.post("/v1/answer", headers=shop.bot,
+                                  json={"question": "hi\u0000there"}), 422)
+    _is_problem(await client.post("/v1/knowledge", headers=shop.owner,
+                                  json={"answer": "nul\u0000inside"}), 422)
+    _is_problem(await client.post("/v1/answer", headers=shop.bot, json={
+        "question": "hello", "metadata": {"k": "nul\u0000"}}), 422)
+    _is_problem(await client.get("/v1/shops/99999999999", headers=admin), 404)
+    _is_problem(await client.get("/v1/knowledge", headers=admin,
+                                 params={"shop": "²"}), 404)

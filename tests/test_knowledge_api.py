@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 
 from tests.conftest import ShopKeys
@@ -165,3 +167,27 @@ async def test_pdf_documents_are_read(client: httpx.AsyncClient, shop: ShopKeys)
     found = (await client.get("/v1/search", headers=shop.bot,
                               params={"q": "how long is the Aurora warranty?"})).json()
     assert "two year warranty" in found["results"][0]["answer"]
+
+
+async def test_concurrent_updates_one_wins_one_conflicts(client: httpx.AsyncClient,
+                                                         shop: ShopKeys) -> None:
+    entry = (await client.post("/v1/knowledge", headers=shop.owner, json={
+        "question": "Opening hours?", "answer": "9 to 5."})).json()
+    first, second = await asyncio.gather(*(
+        client.patch(f"/v1/knowledge/{entry['entry_id']}", headers=shop.owner,
+                     json={"answer": answer, "expected_version": 1})
+        for answer in ("9 to 6.", "8 to 5.")))
+    assert sorted([first.status_code, second.status_code]) == [200, 409]
+    history = (await client.get(f"/v1/knowledge/{entry['entry_id']}/history",
+                                headers=shop.owner)).json()
+    assert [h["version"] for h in history] == [1, 2]
+
+
+async def test_list_total_follows_the_filters(client: httpx.AsyncClient,
+                                              shop: ShopKeys) -> None:
+    await client.post("/v1/knowledge", headers=shop.owner, json=[
+        {"answer": "a", "category": "x"}, {"answer": "b", "category": "y"},
+        {"answer": "c", "category": "y"}])
+    page = (await client.get("/v1/knowledge", headers=shop.owner,
+                             params={"category": "y"})).json()
+    assert page["total"] == 2

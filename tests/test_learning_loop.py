@@ -329,3 +329,56 @@ async def test_exports_stream_training_data(client: httpx.AsyncClient, shop: Sho
     assert tasks[0]["data"]["proposed_answer"] == "No, only coffee and gear."
     assert (await client.get("/v1/export/qa", headers=shop.bot)).status_code == 403
     assert (await client.get("/v1/export/nope", headers=shop.owner)).status_code == 404
+
+
+async def test_review_rules(client: httpx.AsyncClient, shop: ShopKeys,
+                            runtime: Runtime, admin: dict[str, str]) -> None:
+    item = (await _suggest(client, shop, "Do you sell tea?", "No, coffee only."))["item"]
+    blank = await client.post(f"/v1/queue/{item['id']}/approve", headers=shop.owner,
+                              json={"answer": "   "})
+    assert blank.status_code == 422
+    not_gap = await client.post(f"/v1/queue/{item['id']}/answer", headers=shop.owner,
+                                json={"answer": "Yes."})
+    assert not_gap.status_code == 409
+    past_end = (await client.get("/v1/queue", headers=shop.owner,
+                                 params={"offset": 50})).json()
+    assert past_end["items"] == [] and past_end["total"] == 1
+    # An approved item that cannot be applied goes back to review instead of blocking others.
+    r = await client.patch(f"/v1/shops/{shop.slug}", headers=admin,
+                           json={"auto_approve_threshold": 0})
+    assert r.status_code == 200
+    good = (await _suggest(client, shop, "Do you sell mugs?", "Yes, six colours."))["item"]
+    await runtime.pool.execute(
+        "UPDATE learning_queue SET status = 'approved', proposed_content = $2 WHERE id = $1",
+        uuid.UUID(item["id"]), "x" * (runtime.settings.max_answer_chars + 1))
+    result = await apply_approved(runtime, shop_id=shop.shop_id)
+    assert result.applied == 1 and result.returned_to_review == 1
+    bounced = (await client.get(f"/v1/queue/{item['id']}", headers=shop.owner)).json()
+    assert bounced["status"] == "pending" and "could not be applied" in bounced["review_note"]
+    assert (await client.get(f"/v1/queue/{good['id']}", headers=shop.owner)
+            ).json()["status"] == "applied"
+
+
+async def test_an_urgent_correction_settles_a_waiting_conflict(client: httpx.AsyncClient,
+                                                               shop: ShopKeys) -> None:
+    await _seed(client, shop)
+    body = {"question": "Do you ship to Norway?", "priority": "normal",
+            "corrected_answer": "Yes, in 5 to 8 days."}
+    first = (await client.post("/v1/corrections", headers=shop.owner, json=body)).json()
+    assert first["queued"]["outcome"] == "conflict"
+    assert first["queued"]["item"]["status"] == "pending"
+    urgent = (await client.post("/v1/corrections", headers=shop.owner,
+                                json={**body, "priority": "urgent"})).json()
+    assert urgent["queued"]["outcome"] == "merged" and urgent["queued"]["auto_approved"]
+    assert urgent["queued"]["item"]["status"] == "approved"
+
+
+async def test_concurrent_identical_signals_make_one_item(client: httpx.AsyncClient,
+                                                          shop: ShopKeys) -> None:
+    made = await asyncio.gather(*(
+        client.post("/v1/knowledge/suggestions", headers=shop.owner, json={
+            "question": "Do you have a shop in Lyon?", "answer": "Not yet."})
+        for _ in range(6)))
+    outcomes = sorted(m.json()["outcome"] for m in made)
+    assert outcomes == ["merged"] * 5 + ["new"]
+    assert len({m.json()["item"]["id"] for m in made}) == 1

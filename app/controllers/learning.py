@@ -68,6 +68,13 @@ class LearningController(Controller):
                           limit=s.max_answer_chars)
         question = rt.redactor.redact(data.question.strip())
         answer = rt.redactor.redact(data.answer.strip())
+        if not question.text:
+            raise Invalid("the question is empty", field="question")
+        for name, value, limit in (("question", question.text, s.max_question_chars),
+                                   ("answer", answer.text, s.max_answer_chars)):
+            if len(value) > limit:
+                raise Invalid(f"{name} is longer than {limit} characters once redacted",
+                              field=name, limit=limit)
         result = await submit(rt, target, ItemDraft(
             kind="answer", source_type="manual", question=question.text, answer=answer.text,
             confidence=data.confidence, category=data.category,

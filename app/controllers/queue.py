@@ -81,7 +81,7 @@ class QueueController(Controller):
                          data: JSONBody[AnswerGapIn], shop: ShopParam = None) -> QueueItemOut:
         shop_id = await _scope(state, principal, shop)
         item = await review.approve(runtime_of(state), shop_id, item_id, principal,
-                                    answer=data.answer, category=data.category)
+                                    answer=data.answer, category=data.category, gap_only=True)
         return QueueItemOut.of(item)
 
     @post("/{item_id:uuid}/reject", status_code=200, summary="Reject with a reason")
