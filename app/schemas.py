@@ -345,9 +345,10 @@ class MergeIn(Struct, forbid_unknown_fields=True):
 
 
 class BulkIn(Struct, forbid_unknown_fields=True):
-    action: Annotated[str, Meta(pattern="^(approve|reject)$")]
+    action: Annotated[str, Meta(pattern="^(approve|reject|merge)$")]
     ids: Annotated[list[UUID], Meta(min_length=1, max_length=500)]
     reason: Note | None = None
+    into: UUID | None = None
 
 
 class BulkResult(Struct):

@@ -104,11 +104,23 @@ _NAMES = tuple(c.strip() for c in _COLUMNS.split(","))
 
 # Exact within the shop (the shop's open and rejected items are few): nearest questions first.
 NEAREST_ITEMS = """
-SELECT id, status, kind, question, proposed_content, 1 - (embedding <=> $2) AS similarity
-FROM (SELECT * FROM learning_queue
+SELECT id, status, kind, question, proposed_content, 1 - distance AS similarity
+FROM (SELECT id, status, kind, question, proposed_content, embedding <=> $2 AS distance
+      FROM learning_queue
       WHERE shop_id = $1 AND status IN ('pending', 'approved', 'rejected') AND kind = $3
       OFFSET 0) AS open_items
-ORDER BY embedding <=> $2
+ORDER BY distance
+LIMIT $4
+"""
+# The second look, under the lock, need only see items inserted since the first one began.
+RECENT_ITEMS = """
+SELECT id, status, kind, question, proposed_content, 1 - distance AS similarity
+FROM (SELECT id, status, kind, question, proposed_content, embedding <=> $2 AS distance
+      FROM learning_queue
+      WHERE shop_id = $1 AND status IN ('pending', 'approved', 'rejected') AND kind = $3
+        AND created_at > clock_timestamp() - interval '1 minute'
+      OFFSET 0) AS recent_items
+ORDER BY distance
 LIMIT $4
 """
 ENTRY_TEXT = """
@@ -205,9 +217,11 @@ async def submit(rt: Runtime, shop: Shop, draft: ItemDraft, actor: Principal,
 
 
 async def _merge_existing(conn: Conn, shop: Shop, draft: ItemDraft, actor: Principal,
-                          vector: Vector, signal: dict[str, Any]) -> Submitted | None:
+                          vector: Vector, signal: dict[str, Any],
+                          recent: bool = False) -> Submitted | None:
     """The same question already in the queue: merge (or count it on a dismissed item)."""
-    for row in await conn.fetch(NEAREST_ITEMS, shop.id, vector, draft.kind, NEIGHBOURS):
+    query = RECENT_ITEMS if recent else NEAREST_ITEMS
+    for row in await conn.fetch(query, shop.id, vector, draft.kind, NEIGHBOURS):
         if not same_question(row["similarity"], row["question"], draft.question, shop):
             continue
         if draft.kind == "answer" and not same_text(row["proposed_content"], draft.answer,
@@ -270,7 +284,7 @@ async def _submit(rt: Runtime, conn: Conn, shop: Shop, draft: ItemDraft, actor: 
     # 3. New. Two identical signals at the same moment must not both get here: new items of a
     # shop are inserted one at a time, and the queue is looked at again under that lock.
     await conn.execute(LOCK_NEW_ITEMS, QUEUE_LOCK_CLASS, shop.id)
-    merged = await _merge_existing(conn, shop, draft, actor, vector, signal)
+    merged = await _merge_existing(conn, shop, draft, actor, vector, signal, recent=True)
     if merged is not None:
         return merged
     # Approved at once when confident enough, unless it contradicts live knowledge.

@@ -58,8 +58,10 @@ CREATE INDEX idx_kb_document ON knowledge_base_rag (document_id) WHERE valid_to 
 -- 1 ms per query after a bulk load; knowledge is read far more often than written.
 CREATE INDEX idx_kb_search_tsv ON knowledge_base_rag USING gin (search_tsv)
     WITH (fastupdate = off) WHERE valid_to IS NULL;
+-- Searches go through knowledge_vectors; this one serves ad-hoc similarity over entries, so it is
+-- built lean (it is maintained on every write of knowledge).
 CREATE INDEX idx_kb_embedding_hnsw ON knowledge_base_rag USING hnsw (embedding vector_cosine_ops)
-    WHERE valid_to IS NULL;
+    WITH (m = 8, ef_construction = 32) WHERE valid_to IS NULL;
 CREATE TRIGGER trg_kb_updated_at BEFORE UPDATE ON knowledge_base_rag
     FOR EACH ROW EXECUTE FUNCTION set_updated_at();
 

@@ -100,7 +100,10 @@ CREATE INDEX idx_learning_source_type ON learning_queue (source_type);
 CREATE INDEX idx_learning_created_at ON learning_queue (created_at);
 CREATE INDEX idx_learning_status_created ON learning_queue (status, created_at);
 CREATE INDEX idx_learning_confidence ON learning_queue (confidence_score);
-CREATE INDEX idx_learning_embedding_hnsw ON learning_queue USING hnsw (embedding vector_cosine_ops);
+-- Deduplication compares a shop's open items exactly; this index serves similarity across the
+-- whole queue (analytics), so it is built lean: it is maintained on every new item.
+CREATE INDEX idx_learning_embedding_hnsw ON learning_queue USING hnsw (embedding vector_cosine_ops)
+    WITH (m = 8, ef_construction = 32);
 CREATE INDEX idx_learning_pending ON learning_queue (shop_id, created_at) WHERE status = 'pending';
 CREATE INDEX idx_learning_approved ON learning_queue (created_at) WHERE status = 'approved';
 CREATE TRIGGER trg_learning_queue_updated_at BEFORE UPDATE ON learning_queue

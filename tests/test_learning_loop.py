@@ -199,6 +199,13 @@ async def test_bulk_review(client: httpx.AsyncClient, shop: ShopKeys) -> None:
     merged = await client.post(f"/v1/queue/{ids[2]}/merge", headers=shop.owner,
                                json={"into": ids[1]})
     assert merged.status_code == 200 and merged.json()["observations"] == 2
+    more = [(await _suggest(client, shop, f"Is kettle K{i}99 induction-safe?", "Yes."))["item"]
+            for i in range(3)]
+    folded = (await client.post("/v1/queue/bulk", headers=shop.owner, json={
+        "action": "merge", "ids": [m["id"] for m in more[1:]], "into": more[0]["id"]})).json()
+    assert [r["ok"] for r in folded] == [True, True]
+    target = (await client.get(f"/v1/queue/{more[0]['id']}", headers=shop.owner)).json()
+    assert target["observations"] == 3 and len(target["signals"]) == 3
 
 
 async def test_redaction_before_storage(client: httpx.AsyncClient, shop: ShopKeys,

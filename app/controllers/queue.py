@@ -25,7 +25,7 @@ from app.schemas import (
 )
 from knowledge import audit, review
 from knowledge.access import Action, Principal, Role
-from knowledge.errors import LearnkbError
+from knowledge.errors import Invalid, LearnkbError
 
 
 async def _scope(state: State, principal: Principal, shop: str | None) -> int | None:
@@ -98,19 +98,25 @@ class QueueController(Controller):
         return QueueItemOut.of(await review.merge(runtime_of(state), shop_id, item_id,
                                                   data.into, principal))
 
-    @post("/bulk", status_code=200, summary="Approve or reject many items; a result each")
+    @post("/bulk", status_code=200,
+          summary="Approve, reject (with a reason) or merge (into one item) many items")
     async def bulk(self, state: State, principal: Caller, data: JSONBody[BulkIn],
                    shop: ShopParam = None) -> list[BulkResult]:
         rt = runtime_of(state)
         shop_id = await _scope(state, principal, shop)
+        if data.action == "merge" and data.into is None:
+            raise Invalid("a bulk merge names the item to merge into", field="into")
         results = []
         for item_id in dict.fromkeys(data.ids):
             try:
                 if data.action == "approve":
                     item = await review.approve(rt, shop_id, item_id, principal)
-                else:
+                elif data.action == "reject":
                     item = await review.reject(rt, shop_id, item_id, principal,
                                                data.reason or "")
+                else:
+                    assert data.into is not None
+                    item = await review.merge(rt, shop_id, item_id, data.into, principal)
                 results.append(BulkResult(item_id, True, status=item.status))
             except LearnkbError as exc:
                 results.append(BulkResult(item_id, False, error=exc.detail))
