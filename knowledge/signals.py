@@ -26,7 +26,7 @@ NEGATIVE_EMOJI = frozenset(["👎", "😡", "😠", "😞", "🙁", "☹️", "�
 MAX_REASON = 2_000
 
 SELECT_TURN = """
-SELECT id, question, answer, tier, sources FROM conversation_memory
+SELECT id, question, answer, tier, sources, embedding FROM conversation_memory
 WHERE shop_id = $1 AND id = $2
 """
 INSERT_FEEDBACK = """
@@ -119,7 +119,9 @@ async def record_feedback(rt: Runtime, shop: Shop, redactor: Redactor, actor: Pr
                 confidence=NEGATIVE_FEEDBACK_CONFIDENCE,
                 target_entry_id=None if gap else served[0],
                 metadata={"turn_id": str(turn_id), "answer_given": turn["answer"],
-                          "reason": clean.text or None}), actor, conn=conn)
+                          "reason": clean.text or None}), actor, conn=conn,
+                # The turn's question was embedded when it was answered.
+                vector=turn["embedding"])
     return FeedbackResult(feedback_id, sentiment, queued)
 
 
