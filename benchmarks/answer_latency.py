@@ -20,7 +20,15 @@ import aiohttp
 import numpy as np
 import psutil
 
-from benchmarks.common import data_dir, free_port, questions, served, summary, write_report
+from benchmarks.common import (
+    benchmark_parser,
+    data_dir,
+    free_port,
+    questions,
+    served,
+    summary,
+    write_report,
+)
 from knowledge import keys, shops
 from knowledge.access import CLI_ADMIN, Role
 from knowledge.entries import EntryDraft, add_entries
@@ -189,14 +197,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--entries", type=int, default=10_000)
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--other-shops", type=int, default=2)
     parser.add_argument("--queries", type=int, default=300)
-    parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--database-url")
-    parser.add_argument("--data-dir")
-    parser.add_argument("--out", default="benchmarks/out")
     arguments = parser.parse_args()
     write_report(arguments.out, f"answer_latency_{arguments.entries}.json",
                  asyncio.run(main(arguments)))

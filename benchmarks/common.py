@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import random
@@ -48,6 +49,17 @@ def percentile(values: list[float], q: float) -> float:
 def summary(values: list[float]) -> dict[str, float]:
     return {"p50": statistics.median(values), "p95": percentile(values, 95),
             "p99": percentile(values, 99), "n": len(values)}
+
+
+def benchmark_parser(doc: str, entries: int = 10_000) -> argparse.ArgumentParser:
+    """The options every benchmark takes."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--entries", type=int, default=entries)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--database-url")
+    parser.add_argument("--data-dir", help="reused when it already holds the loaded shops")
+    parser.add_argument("--out", default="benchmarks/out")
+    return parser
 
 
 def write_report(out_dir: str, name: str, report: dict[str, Any]) -> None:

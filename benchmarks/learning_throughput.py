@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 
 from benchmarks.answer_latency import load_shop
-from benchmarks.common import data_dir, free_port, questions, served, write_report
+from benchmarks.common import benchmark_parser, data_dir, free_port, questions, served, write_report
 from knowledge import keys, shops
 from knowledge.access import CLI_ADMIN, Role
 from knowledge.answering import Question, answer_question
@@ -177,14 +177,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--entries", type=int, default=10_000)
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--signals", type=int, default=10_000)
     parser.add_argument("--turns", type=int, default=1_000)
     parser.add_argument("--apply-items", type=int, default=10_000)
-    parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--database-url")
-    parser.add_argument("--data-dir")
-    parser.add_argument("--out", default="benchmarks/out")
     arguments = parser.parse_args()
     write_report(arguments.out, "learning_throughput.json", asyncio.run(main(arguments)))

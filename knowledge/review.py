@@ -150,13 +150,9 @@ def _open(item: QueueItem, action: str) -> None:
 async def approve(rt: Runtime, shop_id: int | None, item_id: UUID, actor: Principal, *,
                   question: str | None = None, answer: str | None = None,
                   category: str | None = None, note: str | None = None,
-                  gap_only: bool = False, conn: Conn | None = None) -> QueueItem:
+                  gap_only: bool = False) -> QueueItem:
     """Approve an item, optionally edited first; a gap becomes an answer once it has one.
     With gap_only, only an item that asks for an answer (a gap, or an answer to improve)."""
-    if conn is None:
-        async with rt.pool.acquire() as own, own.transaction():
-            return await approve(rt, shop_id, item_id, actor, question=question, answer=answer,
-                                 category=category, note=note, gap_only=gap_only, conn=own)
     if answer is not None and not answer.strip():
         raise Invalid("the answer is empty", field="answer")
     if question is not None and not question.strip():
@@ -167,74 +163,71 @@ async def approve(rt: Runtime, shop_id: int | None, item_id: UUID, actor: Princi
                                ("note", note, MAX_NOTE)):
         if value is not None and len(value) > limit:
             raise Invalid(f"{name} is longer than {limit} characters", field=name, limit=limit)
-    item = await _lock(conn, shop_id, item_id)
-    _open(item, "approved")
-    if gap_only and item.kind == "answer":
-        raise Conflict(f"queue item {item_id} already proposes an answer: approve or edit it",
-                       kind=item.kind)
-    clean_answer = rt.redactor.redact(answer.strip()).text if answer else None
-    if not (clean_answer or item.proposed_content):
-        raise Invalid("this item has no answer yet: approve it with one", field="answer")
-    clean_question = rt.redactor.redact(question.strip()).text if question else None
-    # Limits hold for what is stored: redaction can lengthen a text a little.
-    for name, value, limit in (("question", clean_question, s.max_question_chars),
-                               ("answer", clean_answer, s.max_answer_chars)):
-        if value is not None and len(value) > limit:
-            raise Invalid(f"{name} is longer than {limit} characters once redacted",
-                          field=name, limit=limit)
-    edited = clean_answer is not None or clean_question is not None
-    row = await conn.fetchrow(APPROVE, item_id, actor.key_id, clean_question, clean_answer,
-                              category, note, int(edited))
-    approved = item_from_row(row)
-    await audit.record(conn, shop_id=approved.shop_id, actor=actor,
-                       action="queue.edit_approve" if edited else "queue.approve",
-                       subject_type="queue", subject_id=item_id, before=item.summary(),
-                       after=approved.summary())
-    return approved
+    async with rt.pool.acquire() as conn, conn.transaction():
+        item = await _lock(conn, shop_id, item_id)
+        _open(item, "approved")
+        if gap_only and item.kind == "answer":
+            raise Conflict(f"queue item {item_id} already proposes an answer: approve or edit it",
+                           kind=item.kind)
+        clean_answer = rt.redactor.redact(answer.strip()).text if answer else None
+        if not (clean_answer or item.proposed_content):
+            raise Invalid("this item has no answer yet: approve it with one", field="answer")
+        clean_question = rt.redactor.redact(question.strip()).text if question else None
+        # Limits hold for what is stored: redaction can lengthen a text a little.
+        for name, value, limit in (("question", clean_question, s.max_question_chars),
+                                   ("answer", clean_answer, s.max_answer_chars)):
+            if value is not None and len(value) > limit:
+                raise Invalid(f"{name} is longer than {limit} characters once redacted",
+                              field=name, limit=limit)
+        edited = clean_answer is not None or clean_question is not None
+        row = await conn.fetchrow(APPROVE, item_id, actor.key_id, clean_question, clean_answer,
+                                  category, note, int(edited))
+        approved = item_from_row(row)
+        await audit.record(conn, shop_id=approved.shop_id, actor=actor,
+                           action="queue.edit_approve" if edited else "queue.approve",
+                           subject_type="queue", subject_id=item_id, before=item.summary(),
+                           after=approved.summary())
+        return approved
 
 
 async def reject(rt: Runtime, shop_id: int | None, item_id: UUID, actor: Principal,
-                 reason: str, conn: Conn | None = None) -> QueueItem:
+                 reason: str) -> QueueItem:
     """Reject with a reason; the item stays as a negative cache for the same suggestion."""
-    if conn is None:
-        async with rt.pool.acquire() as own, own.transaction():
-            return await reject(rt, shop_id, item_id, actor, reason, conn=own)
     if not reason.strip() or len(reason) > MAX_NOTE:
         raise Invalid(f"a rejection gives a reason of 1 to {MAX_NOTE} characters",
                       field="reason", limit=MAX_NOTE)
-    item = await _lock(conn, shop_id, item_id)
-    _open(item, "rejected")
-    rejected = item_from_row(await conn.fetchrow(REJECT, item_id, actor.key_id,
-                                                 reason.strip()))
-    await audit.record(conn, shop_id=rejected.shop_id, actor=actor, action="queue.reject",
-                       subject_type="queue", subject_id=item_id, before=item.summary(),
-                       after={**rejected.summary(), "reason": reason.strip()})
-    return rejected
+    async with rt.pool.acquire() as conn, conn.transaction():
+        item = await _lock(conn, shop_id, item_id)
+        _open(item, "rejected")
+        rejected = item_from_row(await conn.fetchrow(REJECT, item_id, actor.key_id,
+                                                     reason.strip()))
+        await audit.record(conn, shop_id=rejected.shop_id, actor=actor, action="queue.reject",
+                           subject_type="queue", subject_id=item_id, before=item.summary(),
+                           after={**rejected.summary(), "reason": reason.strip()})
+        return rejected
 
 
 async def merge(rt: Runtime, shop_id: int | None, source_id: UUID, into_id: UUID,
-                actor: Principal, conn: Conn | None = None) -> QueueItem:
+                actor: Principal) -> QueueItem:
     """Fold one item into another of the same shop: its observations and signals move."""
-    if conn is None:
-        async with rt.pool.acquire() as own, own.transaction():
-            return await merge(rt, shop_id, source_id, into_id, actor, conn=own)
-    # Lock in id order, so two opposite merges cannot deadlock.
-    first, second = sorted([source_id, into_id], key=str)
-    locked = {first: await _lock(conn, shop_id, first),
-              second: await _lock(conn, shop_id, second)}
-    if source_id == into_id:
-        raise Invalid("an item cannot be merged into itself", field="into")
-    source, target = locked[source_id], locked[into_id]
-    if source.shop_id != target.shop_id:
-        raise NotFound(f"no queue item {into_id}")
-    _open(source, "merged")
-    _open(target, "merged into")
-    merged = item_from_row(await conn.fetchrow(MERGE, source_id, into_id, actor.key_id))
-    await audit.record(conn, shop_id=merged.shop_id, actor=actor, action="queue.merge",
-                       subject_type="queue", subject_id=source_id, before=source.summary(),
-                       after={"merged_into": str(into_id),
-                              "observations": merged.observations})
-    return merged
+    async with rt.pool.acquire() as conn, conn.transaction():
+        # Lock in id order, so two opposite merges cannot deadlock.
+        first, second = sorted([source_id, into_id], key=str)
+        locked = {first: await _lock(conn, shop_id, first),
+                  second: await _lock(conn, shop_id, second)}
+        if source_id == into_id:
+            raise Invalid("an item cannot be merged into itself", field="into")
+        source, target = locked[source_id], locked[into_id]
+        if source.shop_id != target.shop_id:
+            raise NotFound(f"no queue item {into_id}")
+        _open(source, "merged")
+        _open(target, "merged into")
+        merged = item_from_row(await conn.fetchrow(MERGE, source_id, into_id, actor.key_id))
+        await audit.record(conn, shop_id=merged.shop_id, actor=actor, action="queue.merge",
+                           subject_type="queue", subject_id=source_id, before=source.summary(),
+                           after={"merged_into": str(into_id),
+                                  "observations": merged.observations})
+        return merged
 
 
 SELECT_ANY = f"SELECT {COLUMNS} FROM learning_queue WHERE id = $1"
