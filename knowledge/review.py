@@ -25,9 +25,8 @@ SORTS = {
 STATUSES = ("pending", "approved", "rejected", "applied", "merged")
 MAX_NOTE = 1_000
 
-# One constant per sort order: ORDER BY cannot take a parameter.
-_LIST = f"""
-SELECT {COLUMNS}, count(*) OVER () AS total FROM learning_queue
+# The queue's filters, shared by the list and its count.
+_FILTERS = """
 WHERE ($1::integer IS NULL OR shop_id = $1)
   AND ($2::text IS NULL OR status = $2)
   AND ($3::text IS NULL OR source_type = $3)
@@ -35,20 +34,16 @@ WHERE ($1::integer IS NULL OR shop_id = $1)
   AND ($5::boolean IS NULL OR (conflict_entry_id IS NOT NULL) = $5)
   AND ($6::timestamptz IS NULL OR created_at >= $6)
   AND ($7::timestamptz IS NULL OR created_at < $7)
+"""
+# One constant per sort order: ORDER BY cannot take a parameter.
+_LIST = f"""
+SELECT {COLUMNS}, count(*) OVER () AS total FROM learning_queue
+{_FILTERS}
 ORDER BY {{order}}
 LIMIT $8 OFFSET $9
 """
 LIST_BY_SORT = {name: _LIST.format(order=order) for name, order in SORTS.items()}
-COUNT_FILTERED = """
-SELECT count(*) FROM learning_queue
-WHERE ($1::integer IS NULL OR shop_id = $1)
-  AND ($2::text IS NULL OR status = $2)
-  AND ($3::text IS NULL OR source_type = $3)
-  AND ($4::text IS NULL OR kind = $4)
-  AND ($5::boolean IS NULL OR (conflict_entry_id IS NOT NULL) = $5)
-  AND ($6::timestamptz IS NULL OR created_at >= $6)
-  AND ($7::timestamptz IS NULL OR created_at < $7)
-"""
+COUNT_FILTERED = "SELECT count(*) FROM learning_queue" + _FILTERS
 NEAREST_KNOWLEDGE = """
 SELECT entry_id, id, version, question, answer FROM knowledge_base_rag
 WHERE entry_id = ANY($1::uuid[]) AND valid_to IS NULL
