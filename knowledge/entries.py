@@ -100,13 +100,9 @@ RETURNING {_COLUMNS}
 """
 INSERT_VECTORS = """
 INSERT INTO knowledge_vectors (shop_id, entry_id, knowledge_id, kind, text, embedding)
-SELECT $1, t.entry_id, t.knowledge_id, t.kind, t.text, t.embedding
-FROM unnest($2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::vector[])
-     AS t(entry_id, knowledge_id, kind, text, embedding)
-"""
-INSERT_VECTOR = """
-INSERT INTO knowledge_vectors (shop_id, entry_id, knowledge_id, kind, text, embedding)
-VALUES ($1, $2, $3, $4, $5, $6)
+SELECT t.shop_id, t.entry_id, t.knowledge_id, t.kind, t.text, t.embedding
+FROM unnest($1::integer[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::vector[])
+     AS t(shop_id, entry_id, knowledge_id, kind, text, embedding)
 """
 SELECT_LIVE = f"""
 SELECT {_COLUMNS} FROM knowledge_base_rag
@@ -220,11 +216,18 @@ async def _insert_version(conn: Conn, rt: Runtime, shop_id: int,
         draft.metadata, actor.actor, reason, supersedes)
     assert row is not None
     entry = entry_from_row(row)
-    if vectors:
-        await conn.executemany(INSERT_VECTOR, [
-            (shop_id, entry_id, entry.id, kind, text, vector) for kind, text, vector in vectors
-        ])
+    await insert_vectors(conn, [entry], [vectors])
     return entry
+
+
+async def insert_vectors(conn: Conn, entries: Sequence[Entry],
+                         embedded: Sequence[Sequence[tuple[str, str, Vector]]]) -> None:
+    """Make entries findable: their (kind, text, vector) rows, in one statement."""
+    rows = [(e.shop_id, e.entry_id, e.id, kind, text, ArrayItem(vector))
+            for e, vectors in zip(entries, embedded, strict=True)
+            for kind, text, vector in vectors]
+    if rows:
+        await conn.execute(INSERT_VECTORS, *[list(c) for c in zip(*rows, strict=True)])
 
 
 async def embed_drafts(rt: Runtime, drafts: Sequence[EntryDraft]
@@ -267,12 +270,7 @@ async def _add(conn: Conn, rt: Runtime, shop_id: int, drafts: Sequence[EntryDraf
         [d.chunk_index for d in drafts], [d.metadata for d in drafts])
     by_id = {r["id"]: entry_from_row(r) for r in rows}
     created = [by_id[i] for i in ids]
-    vector_rows = [(e.entry_id, e.id, kind, text, ArrayItem(vector))
-                   for e, vectors in zip(created, embedded, strict=True)
-                   for kind, text, vector in vectors]
-    if vector_rows:
-        columns = list(zip(*vector_rows, strict=True))
-        await conn.execute(INSERT_VECTORS, shop_id, *[list(c) for c in columns])
+    await insert_vectors(conn, created, embedded)
     await audit.record_many(conn, shop_id=shop_id, actor=actor, action=audit_action,
                             subject_type="knowledge",
                             changes=[(e.entry_id, None, e.summary()) for e in created])

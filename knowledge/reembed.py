@@ -8,8 +8,8 @@ import numpy as np
 
 from knowledge.db import ArrayItem
 from knowledge.embedding import PROBE_TEXT
-from knowledge.entries import _COLUMNS as ENTRY_COLUMNS
-from knowledge.entries import EntryDraft, entry_from_row, search_texts
+from knowledge.entries import COLUMNS as ENTRY_COLUMNS
+from knowledge.entries import EntryDraft, embed_drafts, entry_from_row, insert_vectors
 from knowledge.locks import try_advisory_lock
 from knowledge.runtime import Runtime
 
@@ -24,12 +24,6 @@ ORDER BY id LIMIT $2
 FOR UPDATE SKIP LOCKED
 """
 DROP_VECTORS = "DELETE FROM knowledge_vectors WHERE knowledge_id = ANY($1::uuid[])"
-INSERT_VECTORS = """
-INSERT INTO knowledge_vectors (shop_id, entry_id, knowledge_id, kind, text, embedding)
-SELECT t.shop_id, t.entry_id, t.knowledge_id, t.kind, t.text, t.embedding
-FROM unnest($1::integer[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::vector[])
-     AS t(shop_id, entry_id, knowledge_id, kind, text, embedding)
-"""
 MARK_EMBEDDED = """
 UPDATE knowledge_base_rag AS kb SET embedding = t.embedding, embedding_model = $1
 FROM unnest($2::uuid[], $3::vector[]) AS t(id, embedding)
@@ -57,21 +51,13 @@ async def reembed(rt: Runtime) -> int:
                 if not rows:
                     break
                 entries = [entry_from_row(r) for r in rows]
-                groups = [search_texts(EntryDraft(answer=e.answer, question=e.question,
-                                                  variants=e.variants)) for e in entries]
-                flat = [text for group in groups for _, text in group]
-                vectors = await rt.embedder.embed_many(flat)
-                records, firsts, position = [], [], 0
-                for entry, group in zip(entries, groups, strict=True):
-                    firsts.append(ArrayItem(vectors[position]))
-                    for kind, text in group:
-                        records.append((entry.shop_id, entry.entry_id, entry.id, kind, text,
-                                        ArrayItem(vectors[position])))
-                        position += 1
+                embedded = await embed_drafts(rt, [EntryDraft(
+                    answer=e.answer, question=e.question, variants=e.variants)
+                    for e in entries])
                 await conn.execute(DROP_VECTORS, [e.id for e in entries])
-                columns = [list(c) for c in zip(*records, strict=True)]
-                await conn.execute(INSERT_VECTORS, *columns)
-                await conn.execute(MARK_EMBEDDED, model, [e.id for e in entries], firsts)
+                await insert_vectors(conn, entries, embedded)
+                await conn.execute(MARK_EMBEDDED, model, [e.id for e in entries],
+                                   [ArrayItem(vectors[0][2]) for vectors in embedded])
                 done += len(entries)
         probe = (await rt.embedder.embed(PROBE_TEXT)).astype(np.float32)
         async with rt.pool.acquire() as conn, conn.transaction():
