@@ -18,10 +18,11 @@ from typing import Any
 
 import aiohttp
 import numpy as np
-import psutil
 
 from benchmarks.common import (
     benchmark_parser,
+    cpu_per_request,
+    cpu_snapshot,
     data_dir,
     free_port,
     questions,
@@ -94,21 +95,6 @@ async def raw_costs(rt: Runtime, shop_id: int, probes: list[str]) -> dict[str, f
     return {"embedding_ms": statistics.median(embed_ms), "sql_ms": statistics.median(sql_ms)}
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    total = 0.0
-    for pid in pids:
-        try:
-            times = psutil.Process(pid).cpu_times()
-            total += times.user + times.system
-        except psutil.NoSuchProcess:
-            pass
-    return total
-
-
-def postgres_pids() -> list[int]:
-    return [p.pid for p in psutil.process_iter(["name"]) if p.info["name"] == "postgres"]
-
-
 async def drive(base: str, key: str, texts: list[str], concurrency: int, server_pid: int
                 ) -> tuple[list[float], float, dict[str, float]]:
     """Send every text once over `concurrency` keep-alive connections (aiohttp: a client
@@ -126,19 +112,13 @@ async def drive(base: str, key: str, texts: list[str], concurrency: int, server_
                 r.raise_for_status()
             latencies.append((time.perf_counter() - started) * 1000)
 
-    pg = postgres_pids()
-    before = (time.process_time(), cpu_seconds([server_pid]), cpu_seconds(pg))
+    before = cpu_snapshot(server_pid)
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(headers=headers, connector=connector) as session:
         started = time.perf_counter()
         await asyncio.gather(*(client(session) for _ in range(concurrency)))
         elapsed = time.perf_counter() - started
-    after = (time.process_time(), cpu_seconds([server_pid]), cpu_seconds(pg))
-    n = len(texts)
-    cpu = {name: round((b - a) / n * 1000, 2) for name, a, b in
-           zip(("client_cpu_ms", "server_cpu_ms", "postgres_cpu_ms"), before, after,
-               strict=True)}
-    return latencies, n / elapsed, cpu
+    return latencies, len(texts) / elapsed, cpu_per_request(before, server_pid, len(texts))
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 
 PRODUCTS = ["grinder", "kettle", "espresso machine", "milk frother", "scale", "tamper",
             "dripper", "coffee beans", "filter papers", "thermometer", "mug", "carafe",
@@ -78,6 +79,32 @@ def free_port() -> int:
 
 def data_dir(given: str | None) -> Path:
     return Path(given) if given else Path(tempfile.mkdtemp(prefix="learnkb-bench-"))
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        try:
+            times = psutil.Process(pid).cpu_times()
+            total += times.user + times.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def cpu_snapshot(server_pid: int) -> tuple[float, float, float]:
+    """CPU seconds used so far by this client, the server process and PostgreSQL."""
+    postgres = [p.pid for p in psutil.process_iter(["name"]) if p.info["name"] == "postgres"]
+    return time.process_time(), cpu_seconds([server_pid]), cpu_seconds(postgres)
+
+
+def cpu_per_request(before: tuple[float, float, float], server_pid: int,
+                    requests: int) -> dict[str, float]:
+    """Where the CPU went since `before`, in milliseconds per request."""
+    after = cpu_snapshot(server_pid)
+    return {name: round((b - a) / requests * 1000, 2) for name, a, b in
+            zip(("client_cpu_ms", "server_cpu_ms", "postgres_cpu_ms"), before, after,
+                strict=True)}
 
 
 @contextmanager

@@ -18,7 +18,16 @@ from typing import Any
 import aiohttp
 
 from benchmarks.answer_latency import load_shop
-from benchmarks.common import benchmark_parser, data_dir, free_port, questions, served, write_report
+from benchmarks.common import (
+    benchmark_parser,
+    cpu_per_request,
+    cpu_snapshot,
+    data_dir,
+    free_port,
+    questions,
+    served,
+    write_report,
+)
 from knowledge import keys, shops
 from knowledge.access import CLI_ADMIN, Role
 from knowledge.answering import Question, answer_question
@@ -83,7 +92,8 @@ def signal_mix(total: int, turns: list[str]) -> list[tuple[str, dict[str, Any]]]
 
 
 async def send(base: str, owner: str, bot: str, mix: list[tuple[str, dict[str, Any]]],
-               concurrency: int) -> tuple[float, Counter[str], list[float]]:
+               concurrency: int, server_pid: int
+               ) -> tuple[float, Counter[str], list[float], dict[str, float]]:
     queue = list(mix)
     outcomes: Counter[str] = Counter()
     latencies: list[float] = []
@@ -102,11 +112,13 @@ async def send(base: str, owner: str, bot: str, mix: list[tuple[str, dict[str, A
             queued = data.get("queued", data) if path != "/v1/knowledge/suggestions" else data
             outcomes[queued["outcome"] if queued else "no item"] += 1
 
+    before = cpu_snapshot(server_pid)
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector) as session:
         started = time.perf_counter()
         await asyncio.gather(*(client(session) for _ in range(concurrency)))
-        return time.perf_counter() - started, outcomes, latencies
+        elapsed = time.perf_counter() - started
+    return elapsed, outcomes, latencies, cpu_per_request(before, server_pid, len(mix))
 
 
 async def approve_many(rt: Runtime, shop: shops.Shop, count: int) -> list[str]:
@@ -139,47 +151,55 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         owner = (await keys.create_key(rt.pool, Role.OWNER, shop_id, "bench")).secret
         bot = (await keys.create_key(rt.pool, Role.BOT, shop_id, "bench")).secret
         mix = signal_mix(args.signals, turns)
-        with served(rt.database_url, data, free_port()) as (base, _):
-            elapsed, outcomes, latencies = await send(base, owner, bot, mix, args.concurrency)
+        with served(rt.database_url, data, free_port()) as (base, pid):
+            elapsed, outcomes, latencies, cpu = await send(base, owner, bot, mix,
+                                                          args.concurrency, pid)
         items = await count_items(rt.pool, shop_id)
-        # Everything approved by the signals is applied first, then 10,000 approved items.
-        await apply_approved(rt, shop_id=shop_id)
-        other = await shops.create_shop(rt.pool, "apply-bench", "apply-bench")
-        queued_at = time.perf_counter()
-        texts = await approve_many(rt, other, args.apply_items)
-        queue_s = time.perf_counter() - queued_at
-        approved = await count_items(rt.pool, other.id, "approved")
-        started = time.perf_counter()
-        result = await apply_approved(rt, shop_id=other.id)
-        apply_s = time.perf_counter() - started
-        probes = random.Random(1).sample(texts, 50)
-        found = 0
-        for text in probes:
-            vector = await rt.embedder.embed(text)
-            top = (await search(rt, other.id, text, vector, limit=1)).candidates
-            found += bool(top) and top[0].entry.question == text
-        report = {
+        report: dict[str, Any] = {
             "entries": args.entries, "setup_seconds": round(setup_s, 1),
             "signals": len(mix), "concurrency": args.concurrency,
             "signals_per_second": round(len(mix) / elapsed, 1),
             "signal_latency_ms": {"p50": round(statistics.median(latencies), 2),
                                   "p95": round(sorted(latencies)[int(len(latencies) * .95)], 2)},
+            "cpu_per_signal": cpu,
             "outcomes": dict(outcomes), "queue_items_created": int(items),
             "merge_ratio": round(1 - items / len(mix), 3),
-            "approved_items_to_apply": int(approved),
-            "queueing_seconds": round(queue_s, 1),
-            "apply_seconds": round(apply_s, 2), "applied": result.applied,
-            "answerable_after_apply": f"{found}/{len(probes)}",
         }
+        if args.apply_items:
+            report.update(await apply_phase(rt, shop_id, args.apply_items))
     finally:
         await rt.close()
     return report
+
+
+async def apply_phase(rt: Runtime, shop_id: int, count: int) -> dict[str, Any]:
+    """Everything approved by the signals is applied first, then `count` approved items of
+    another shop, timed."""
+    await apply_approved(rt, shop_id=shop_id)
+    other = await shops.create_shop(rt.pool, "apply-bench", "apply-bench")
+    queued_at = time.perf_counter()
+    texts = await approve_many(rt, other, count)
+    queue_s = time.perf_counter() - queued_at
+    approved = await count_items(rt.pool, other.id, "approved")
+    started = time.perf_counter()
+    result = await apply_approved(rt, shop_id=other.id)
+    apply_s = time.perf_counter() - started
+    probes = random.Random(1).sample(texts, min(50, len(texts)))
+    found = 0
+    for text in probes:
+        vector = await rt.embedder.embed(text)
+        top = (await search(rt, other.id, text, vector, limit=1)).candidates
+        found += bool(top) and top[0].entry.question == text
+    return {"approved_items_to_apply": int(approved), "queueing_seconds": round(queue_s, 1),
+            "apply_seconds": round(apply_s, 2), "applied": result.applied,
+            "answerable_after_apply": f"{found}/{len(probes)}"}
 
 
 if __name__ == "__main__":
     parser = benchmark_parser(__doc__)
     parser.add_argument("--signals", type=int, default=10_000)
     parser.add_argument("--turns", type=int, default=1_000)
-    parser.add_argument("--apply-items", type=int, default=10_000)
+    parser.add_argument("--apply-items", type=int, default=10_000,
+                        help="approved items the apply job is timed on (0: skip that phase)")
     arguments = parser.parse_args()
     write_report(arguments.out, "learning_throughput.json", asyncio.run(main(arguments)))

@@ -147,8 +147,9 @@ SET observations = observations + 1,
 WHERE id = $1 AND status IN ('pending', 'approved', 'rejected')
 RETURNING {_COLUMNS}
 """
-# Inserting a new item takes this transaction-scoped lock (class, shop).
-QUEUE_LOCK_CLASS = 0x1EA5
+# Inserting a new item takes a transaction-scoped lock (class, shop), one class per kind:
+# items are only ever compared with items of their own kind.
+QUEUE_LOCK_CLASS = {kind: 0x1EA5 + i for i, kind in enumerate(KINDS)}
 LOCK_NEW_ITEMS = "SELECT pg_advisory_xact_lock($1::integer, $2::integer)"
 PROMOTE = f"""
 UPDATE learning_queue SET status = 'approved', reviewed_at = now()
@@ -282,8 +283,8 @@ async def _submit(rt: Runtime, conn: Conn, shop: Shop, draft: ItemDraft, actor: 
             target = target or entry_id
         break
     # 3. New. Two identical signals at the same moment must not both get here: new items of a
-    # shop are inserted one at a time, and the queue is looked at again under that lock.
-    await conn.execute(LOCK_NEW_ITEMS, QUEUE_LOCK_CLASS, shop.id)
+    # shop and kind are inserted one at a time, and the queue is looked at again under that lock.
+    await conn.execute(LOCK_NEW_ITEMS, QUEUE_LOCK_CLASS[draft.kind], shop.id)
     merged = await _merge_existing(conn, shop, draft, actor, vector, signal, recent=True)
     if merged is not None:
         return merged
