@@ -210,6 +210,12 @@ def cmd_jobs(settings: Settings, args: argparse.Namespace) -> None:
                                     check_vectors=not reembedding)))
 
 
+def cmd_eval(settings: Settings, args: argparse.Namespace) -> None:
+    from evaluation.cli import run_eval
+
+    run_eval(args)
+
+
 def cmd_export(settings: Settings, args: argparse.Namespace) -> None:
     from knowledge.export import export
 
@@ -306,6 +312,10 @@ def build_parser() -> argparse.ArgumentParser:
     run = jobs_sub.add_parser("run")
     run.add_argument("job")
     jobs_p.set_defaults(func=cmd_jobs)
+
+    from evaluation.cli import add_parser as add_eval_parser
+
+    add_eval_parser(sub).set_defaults(func=cmd_eval)
     return parser
 
 

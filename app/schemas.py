@@ -31,6 +31,8 @@ class AnswerIn(Struct, forbid_unknown_fields=True):
     channel: Annotated[str, Meta(min_length=1, max_length=50)] = "chat"
     ab_variant: Annotated[str, Meta(max_length=50)] | None = None
     metadata: Metadata = msgspec.field(default_factory=dict)
+    # false for test and monitoring questions: logged, but a fallback opens no knowledge gap
+    learn: bool = True
 
 
 class SourceOut(Struct):
@@ -334,6 +336,29 @@ class ApproveIn(Struct, forbid_unknown_fields=True):
 class AnswerGapIn(Struct, forbid_unknown_fields=True):
     answer: Note
     category: Label | None = None
+
+
+class PairIn(Struct, forbid_unknown_fields=True):
+    a: Note
+    b: Note
+
+
+class CompareIn(Struct, forbid_unknown_fields=True):
+    pairs: Annotated[list[PairIn], Meta(min_length=1, max_length=256)]
+
+
+class ComparisonOut(Struct):
+    similarity: float
+    text_ratio: float
+    same_identifiers: bool
+    duplicate: bool
+    duplicate_up_to: float | None
+
+
+class CompareOut(Struct):
+    question_similarity: float
+    text_ratio: int
+    results: list[ComparisonOut]
 
 
 class RejectIn(Struct, forbid_unknown_fields=True):

@@ -55,6 +55,8 @@ class Question:
     channel: str = "chat"
     ab_variant: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    # False for test and monitoring traffic: the turn is logged, but a fallback opens no gap.
+    learn: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,7 +177,7 @@ async def answer_question(rt: Runtime, shop: Shop, q: Question) -> Answer:
                    k: round(v, 3) for k, v in timings.items()}}
     # Nothing a customer wrote is stored unredacted.
     stored = rt.redactor.redact(text)
-    learns = tier in {"fallback", "handover"}
+    learns = q.learn and tier in {"fallback", "handover"}
     async with rt.pool.acquire() as conn, conn.transaction():
         if not learns:
             # The turn log need not wait for its WAL flush: a database crash may lose the last

@@ -11,7 +11,13 @@ from knowledge import audit
 from knowledge.access import SYSTEM
 from knowledge.db import Conn, Vector
 from knowledge.entries import SELECT_LIVE as SELECT_LIVE_ENTRY
-from knowledge.entries import EntryDraft, add_entries, supersede_entry, validate
+from knowledge.entries import (
+    EntryDraft,
+    add_entries,
+    entry_with_answer,
+    supersede_entry,
+    validate,
+)
 from knowledge.errors import LearnkbError
 from knowledge.learning_queue import COLUMNS, QueueItem, item_from_row
 from knowledge.locks import try_advisory_lock
@@ -21,6 +27,8 @@ from knowledge.runtime import Runtime
 log = logging.getLogger(__name__)
 
 LOCK_NAME = "job:apply"
+# Question variants an entry keeps; learning adds the newest, the oldest give way.
+MAX_VARIANTS = 50
 
 # Urgent corrections first, then in the order they were approved.
 CLAIM_APPROVED = f"""
@@ -117,6 +125,12 @@ async def _apply_batch(rt: Runtime, conn: Conn, items: list[QueueItem],
         live = None
         if item.target_entry_id is not None:
             live = await conn.fetchrow(SELECT_LIVE_ENTRY, item.shop_id, item.target_entry_id)
+        if live is None and item.proposed_content:
+            # An answer some entry already gives (a gap answered with it, say): its question
+            # joins that entry instead of starting a twin.
+            same = await entry_with_answer(conn, item.shop_id, item.proposed_content)
+            if same is not None:
+                live = await conn.fetchrow(SELECT_LIVE_ENTRY, item.shop_id, same)
         if live is None:
             fresh[item.shop_id].append(item)
             continue
@@ -128,8 +142,9 @@ async def _apply_batch(rt: Runtime, conn: Conn, items: list[QueueItem],
             async with conn.transaction():
                 new = await supersede_entry(
                     rt, item.shop_id, live["entry_id"], SYSTEM, answer=item.proposed_content,
-                    variants=variants[-50:], reason=f"learning queue item {item.id}",
-                    source="learning", conn=conn)
+                    variants=variants[-MAX_VARIANTS:], reason=f"learning queue item {item.id}",
+                    source="learning", known_vectors=_draft(item, vectors).known_vectors,
+                    conn=conn)
         except LearnkbError as exc:
             failed[item.id] = exc.detail
             continue

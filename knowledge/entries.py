@@ -139,6 +139,13 @@ WHERE id = $1
 """
 LINK_SUCCESSOR = "UPDATE knowledge_base_rag SET superseded_by = $2 WHERE id = $1"
 MOVE_VECTORS = "UPDATE knowledge_vectors SET knowledge_id = $2 WHERE knowledge_id = $1"
+VECTORS_OF_VERSION = "SELECT text, embedding FROM knowledge_vectors WHERE knowledge_id = $1"
+# The live entry that already gives exactly this answer (md5 for the index: answers are long).
+LIVE_WITH_ANSWER = """
+SELECT entry_id FROM knowledge_base_rag
+WHERE shop_id = $1 AND valid_to IS NULL AND md5(answer) = md5($2) AND answer = $2
+ORDER BY created_at LIMIT 1
+"""
 DELETE_VECTORS = "DELETE FROM knowledge_vectors WHERE knowledge_id = $1"
 
 
@@ -321,14 +328,17 @@ async def supersede_entry(rt: Runtime, shop_id: int, entry_id: UUID, actor: Prin
                           metadata: dict[str, Any] | None = None, reason: str | None = None,
                           expected_version: int | None = None,
                           source: str | None = None,
+                          known_vectors: dict[str, Vector] | None = None,
                           conn: Conn | None = None) -> Entry:
-    """Write a new version of an entry; the old one keeps its text, gets valid_to and a link."""
+    """Write a new version of an entry; the old one keeps its text, gets valid_to and a link.
+    Only texts it did not have before are embedded (known_vectors may supply some)."""
     if conn is None:
         async with rt.pool.acquire() as own, own.transaction():
             return await supersede_entry(
                 rt, shop_id, entry_id, actor, question=question, variants=variants,
                 answer=answer, category=category, metadata=metadata, reason=reason,
-                expected_version=expected_version, source=source, conn=own)
+                expected_version=expected_version, source=source,
+                known_vectors=known_vectors, conn=own)
     row = await _lock_live(conn, shop_id, entry_id)
     old = entry_from_row(row)
     if expected_version is not None and expected_version != old.version:
@@ -345,7 +355,12 @@ async def supersede_entry(rt: Runtime, shop_id: int, entry_id: UUID, actor: Prin
     same_search_texts = search_texts(draft) == search_texts(validate(EntryDraft(
         answer=old.answer, question=old.question, variants=old.variants,
         source=old.source), rt.settings.max_answer_chars, rt.settings.max_question_chars))
-    vectors = [] if same_search_texts else (await embed_drafts(rt, [draft]))[0]
+    vectors: list[tuple[str, str, Vector]] = []
+    if not same_search_texts:
+        draft.known_vectors.update({r["text"]: r["embedding"] for r in await conn.fetch(
+            VECTORS_OF_VERSION, old.id)})
+        draft.known_vectors.update(known_vectors or {})
+        vectors = (await embed_drafts(rt, [draft]))[0]
     await conn.execute(CLOSE_VERSION, old.id, None)
     new = await _insert_version(conn, rt, shop_id, draft, vectors, entry_id=entry_id,
                                 version=old.version + 1, supersedes=old.id, actor=actor,
@@ -360,6 +375,12 @@ async def supersede_entry(rt: Runtime, shop_id: int, entry_id: UUID, actor: Prin
                        subject_type="knowledge", subject_id=entry_id, before=old.summary(),
                        after=new.summary())
     return new
+
+
+async def entry_with_answer(conn: Queryable, shop_id: int, answer: str) -> UUID | None:
+    """The live entry of the shop whose answer is exactly this text, if any."""
+    found: UUID | None = await conn.fetchval(LIVE_WITH_ANSWER, shop_id, answer.strip())
+    return found
 
 
 async def retire_entry(rt: Runtime, shop_id: int, entry_id: UUID, actor: Principal,

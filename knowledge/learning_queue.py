@@ -15,6 +15,7 @@ from knowledge import audit
 from knowledge.access import Principal
 from knowledge.db import Conn, Queryable, Vector
 from knowledge.embedding import normalize_text
+from knowledge.entries import entry_with_answer
 from knowledge.errors import Invalid, NotFound
 from knowledge.retrieval import nearest_entries
 from knowledge.runtime import Runtime
@@ -151,6 +152,13 @@ RETURNING {_COLUMNS}
 # items are only ever compared with items of their own kind.
 QUEUE_LOCK_CLASS = {kind: 0x1EA5 + i for i, kind in enumerate(KINDS)}
 LOCK_NEW_ITEMS = "SELECT pg_advisory_xact_lock($1::integer, $2::integer)"
+SETTLE_TURN_ITEMS = """
+UPDATE learning_queue SET status = 'merged', merged_into = $3, reviewed_at = now()
+WHERE shop_id = $1 AND status = 'pending' AND kind IN ('improve', 'gap')
+  AND (metadata ->> 'turn_id' = $2
+       OR signals @> jsonb_build_array(jsonb_build_object('turn_id', $2::text)))
+RETURNING id
+"""
 PROMOTE = f"""
 UPDATE learning_queue SET status = 'approved', reviewed_at = now()
 WHERE id = $1 AND status = 'pending'
@@ -196,10 +204,60 @@ def same_question(similarity: float, a: str | None, b: str | None, shop: Shop) -
     return similarity >= FUZZY_FLOOR and same_text(a, b, shop.dedup_answer_ratio)
 
 
+MAX_COMPARED_PAIRS = 256
+
+
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    """Why two questions are (or are not) one question to the queue's deduplication."""
+
+    similarity: float             # cosine similarity of their embeddings
+    text_ratio: float             # rapidfuzz token-set ratio of the normalized texts, 0-100
+    same_identifiers: bool        # they name the same product codes, numbers, prices
+    duplicate: bool               # merged under the shop's thresholds
+    # The largest question-similarity threshold under which they would still merge (None:
+    # under none, their identifiers differ): what a threshold sweep needs.
+    duplicate_up_to: float | None
+
+
+def compare(shop: Shop, a: str, b: str, similarity: float) -> Comparison:
+    same_ids = identifiers(a) == identifiers(b)
+    ratio = float(fuzz.token_set_ratio(normalize_text(a), normalize_text(b)))
+    if not same_ids:
+        up_to = None
+    elif similarity >= FUZZY_FLOOR and ratio >= shop.dedup_answer_ratio:
+        up_to = 1.0  # the same words: merged whatever the similarity threshold
+    else:
+        up_to = round(similarity, 4)
+    return Comparison(round(similarity, 4), ratio, same_ids,
+                      same_question(similarity, a, b, shop), up_to)
+
+
+async def compare_questions(rt: Runtime, shop: Shop,
+                            pairs: list[tuple[str, str]]) -> list[Comparison]:
+    """The queue's same-question decision for each pair, with the evidence behind it."""
+    if len(pairs) > MAX_COMPARED_PAIRS:
+        raise Invalid(f"at most {MAX_COMPARED_PAIRS} pairs at a time", field="pairs",
+                      limit=MAX_COMPARED_PAIRS)
+    limit = rt.settings.max_question_chars
+    for a, b in pairs:
+        if not a.strip() or not b.strip():
+            raise Invalid("every pair holds two non-empty questions", field="pairs")
+        if max(len(a), len(b)) > limit:
+            raise Invalid(f"a question is longer than {limit} characters", field="pairs",
+                          limit=limit)
+    texts = list(dict.fromkeys(t for pair in pairs for t in pair))
+    vectors = dict(zip(texts, await rt.embedder.embed_many(texts), strict=True))
+    return [compare(shop, a, b, float(vectors[a] @ vectors[b])) for a, b in pairs]
+
+
 def _signal(draft: ItemDraft) -> dict[str, Any]:
-    return {"source_type": draft.source_type,
-            "source_id": str(draft.source_id) if draft.source_id else None,
-            "confidence": draft.confidence, "answer": draft.answer}
+    signal = {"source_type": draft.source_type,
+              "source_id": str(draft.source_id) if draft.source_id else None,
+              "confidence": draft.confidence, "answer": draft.answer}
+    if draft.metadata.get("turn_id"):
+        signal["turn_id"] = draft.metadata["turn_id"]
+    return signal
 
 
 async def submit(rt: Runtime, shop: Shop, draft: ItemDraft, actor: Principal,
@@ -242,6 +300,11 @@ async def _merge_existing(conn: Conn, shop: Shop, draft: ItemDraft, actor: Princ
     return None
 
 
+# Signals written by the shop's own people (an owner's correction, an owner's or admin's
+# suggestion), as opposed to customers' feedback and gaps.
+OWNER_SOURCES = frozenset({"correction", "manual"})
+
+
 def settles_conflict(draft: ItemDraft) -> bool:
     """Only an owner's urgent correction overrides live knowledge without review."""
     return draft.priority == "urgent" and draft.source_type == "correction"
@@ -262,6 +325,11 @@ async def _submit(rt: Runtime, conn: Conn, shop: Shop, draft: ItemDraft, actor: 
     nearest_similarity: float | None = None
     conflict_id: UUID | None = None
     target = draft.target_entry_id
+    # An answer the knowledge base already gives, word for word: the question is one more
+    # way of asking that entry (the bot picked the wrong entry), not a new entry, and not a
+    # reason to change the entry that was served.
+    answered_by = (await entry_with_answer(conn, shop.id, draft.answer)
+                   if draft.kind == "answer" and draft.answer else None)
     for entry_id, similarity in nearest:
         entry = texts.get(entry_id)
         if entry is None:
@@ -278,10 +346,12 @@ async def _submit(rt: Runtime, conn: Conn, shop: Shop, draft: ItemDraft, actor: 
                                after={"question": draft.question, "reason": "already known",
                                       "signal": signal})
             return Submitted("dropped", None)
-        if draft.kind == "answer":
+        if draft.kind == "answer" and answered_by is None:
             conflict_id = entry_id
             target = target or entry_id
         break
+    if answered_by is not None and conflict_id is None:
+        target = answered_by
     # 3. New. Two identical signals at the same moment must not both get here: new items of a
     # shop and kind are inserted one at a time, and the queue is looked at again under that lock.
     await conn.execute(LOCK_NEW_ITEMS, QUEUE_LOCK_CLASS[draft.kind], shop.id)
@@ -292,6 +362,10 @@ async def _submit(rt: Runtime, conn: Conn, shop: Shop, draft: ItemDraft, actor: 
     confident = draft.confidence >= shop.auto_approve_threshold and draft.kind == "answer"
     if conflict_id is not None:
         confident = confident and settles_conflict(draft)
+    elif answered_by is not None and draft.source_type in OWNER_SOURCES:
+        # An owner pointing a question at an answer the shop already gives adds no new text,
+        # only a phrasing to an entry they vouch for: nothing for a reviewer to check.
+        confident = True
     status = "approved" if confident else "pending"
     item = item_from_row(await conn.fetchrow(
         INSERT_ITEM, shop.id, status, draft.kind, draft.source_type, draft.source_id,
@@ -301,11 +375,27 @@ async def _submit(rt: Runtime, conn: Conn, shop: Shop, draft: ItemDraft, actor: 
     await audit.record(conn, shop_id=shop.id, actor=actor, action=f"queue.{outcome}",
                        subject_type="queue", subject_id=item.id, after=item.summary())
     if confident:
+        why = ({"reason": "an owner's answer the shop already gives", "entry": str(target)}
+               if answered_by is not None and conflict_id is None
+               else {"confidence": item.confidence_score,
+                     "threshold": shop.auto_approve_threshold})
         await audit.record(conn, shop_id=shop.id, actor=actor, action="queue.auto_approve",
-                           subject_type="queue", subject_id=item.id,
-                           after={"confidence": item.confidence_score,
-                                  "threshold": shop.auto_approve_threshold})
+                           subject_type="queue", subject_id=item.id, after=why)
     return Submitted(outcome, item, auto_approved=confident)
+
+
+async def settle_turn_items(conn: Conn, shop_id: int, turn_id: UUID, answer: QueueItem,
+                            actor: Principal) -> int:
+    """The owner answered this turn: the "needs a better answer" items its feedback opened or
+    was merged into are folded into that answer, not left for a reviewer to dismiss."""
+    settled = [r["id"] for r in await conn.fetch(SETTLE_TURN_ITEMS, shop_id, str(turn_id),
+                                                  answer.id)]
+    await audit.record_many(conn, shop_id=shop_id, actor=actor, action="queue.settled",
+                            subject_type="queue",
+                            changes=[(i, {"status": "pending"},
+                                      {"status": "merged", "into": str(answer.id)})
+                                     for i in settled])
+    return len(settled)
 
 
 async def _maybe_approve(conn: Conn, shop: Shop, item: QueueItem, actor: Principal,

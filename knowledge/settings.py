@@ -27,6 +27,9 @@ class Settings:
     # Embedding: "onnx" is about twice as fast as "torch" here with identical vectors.
     embedding_backend: str = "onnx"
     embedding_model_path: Path | None = None
+    # Where the exported ONNX model is kept (default: under data_dir); several data
+    # directories, such as evaluation instances, can share one.
+    model_cache: Path | None = None
     embed_batch_max: int = 32
     embed_batch_wait_ms: float = 2.0
     embed_cache_size: int = 4096
@@ -87,6 +90,8 @@ class Settings:
 
     @property
     def model_cache_dir(self) -> Path:
+        if self.model_cache is not None:
+            return self.model_cache.resolve()
         return self.data_dir.resolve() / "models"
 
 

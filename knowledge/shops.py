@@ -49,7 +49,12 @@ RETURNING {_COLUMNS}
 
 
 def _shop(row: asyncpg.Record) -> Shop:
-    return Shop(**dict(row))
+    values = dict(row)
+    # Stored as 4-byte reals: 0.88 comes back as 0.8799999952, which would put a similarity
+    # of exactly 0.88 on the wrong side of its own threshold.
+    for name in ("answer_threshold", "options_threshold", "dedup_question_similarity"):
+        values[name] = round(float(values[name]), 6)
+    return Shop(**values)
 
 
 def validate_slug(slug: str) -> str:

@@ -14,6 +14,7 @@ from knowledge.learning_queue import (
     PRIORITY_CONFIDENCE,
     ItemDraft,
     Submitted,
+    settle_turn_items,
     submit,
 )
 from knowledge.redaction import Redactor
@@ -175,4 +176,6 @@ async def record_correction(rt: Runtime, shop: Shop, redactor: Redactor, actor: 
             priority=priority, target_entry_id=target,
             metadata={"context": note.text or None, "original_response": original.text or None,
                       **({"turn_id": str(turn_id)} if turn_id else {})}), actor, conn=conn)
+        if turn_id is not None and queued.item is not None:
+            await settle_turn_items(conn, shop.id, turn_id, queued.item, actor)
     return CorrectionResult(correction_id, queued)

@@ -1,4 +1,4 @@
-"""ruff and mypy --strict stay clean on app/, knowledge/ and jobs/."""
+"""ruff and mypy --strict stay clean on app/, knowledge/, jobs/ and evaluation/."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ BIN = Path(sys.executable).parent
 
 
 def test_ruff_is_clean() -> None:
-    done = subprocess.run([str(BIN / "ruff"), "check", "app", "knowledge", "jobs", "tests",
-                           "benchmarks"], cwd=ROOT, capture_output=True, text=True, check=False)
+    done = subprocess.run([str(BIN / "ruff"), "check", "app", "knowledge", "jobs", "evaluation",
+                           "tests", "benchmarks"], cwd=ROOT, capture_output=True, text=True,
+                          check=False)
     assert done.returncode == 0, done.stdout + done.stderr
 
 

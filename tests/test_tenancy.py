@@ -76,6 +76,8 @@ def _requests(v: Victim) -> list[tuple[str, str, dict[str, object]]]:
         ("POST", f"/v1/queue/{item}/answer", {"json": {"answer": "stolen"}}),
         ("POST", f"/v1/queue/{item}/reject", {"json": {"reason": "sabotage"}}),
         ("POST", f"/v1/queue/{item}/merge", {"json": {"into": item}}),
+        ("POST", "/v1/queue/compare", {"json": {"pairs": [{"a": "q", "b": "q"}]},
+                                       "params": {"shop": a.slug}}),
         ("GET", "/v1/audit", {"params": {"shop": a.slug}}),
         ("GET", "/v1/export/qa", {"params": {"shop": a.slug}}),
         ("GET", "/v1/export/preferences", {"params": {"shop": a.slug}}),

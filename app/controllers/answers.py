@@ -31,7 +31,8 @@ class AnswerController(Controller):
         target = await resolve_shop(state, principal, Action.ANSWER, shop)
         result = await answer_question(runtime_of(state), target, Question(
             text=data.question, conversation_id=data.conversation_id, user_id=data.user_id,
-            channel=data.channel, ab_variant=data.ab_variant, metadata=data.metadata))
+            channel=data.channel, ab_variant=data.ab_variant, metadata=data.metadata,
+            learn=data.learn))
         return AnswerOut(
             turn_id=result.turn_id, conversation_id=result.conversation_id, tier=result.tier,
             confidence=result.confidence, answer=result.text,

@@ -18,6 +18,9 @@ from app.schemas import (
     AuditOut,
     BulkIn,
     BulkResult,
+    CompareIn,
+    CompareOut,
+    ComparisonOut,
     MergeIn,
     QueueItemOut,
     QueuePage,
@@ -26,6 +29,7 @@ from app.schemas import (
 from knowledge import audit, review
 from knowledge.access import Action, Principal, Role
 from knowledge.errors import Invalid, LearnkbError
+from knowledge.learning_queue import compare_questions
 
 
 async def _scope(state: State, principal: Principal, shop: str | None) -> int | None:
@@ -97,6 +101,17 @@ class QueueController(Controller):
         shop_id = await _scope(state, principal, shop)
         return QueueItemOut.of(await review.merge(runtime_of(state), shop_id, item_id,
                                                   data.into, principal))
+
+    @post("/compare", status_code=200,
+          summary="Would these questions merge in the queue? The decision and its evidence")
+    async def compare(self, state: State, principal: Caller, data: JSONBody[CompareIn],
+                      shop: ShopParam = None) -> CompareOut:
+        rt = runtime_of(state)
+        target = await resolve_shop(state, principal, Action.REVIEW, shop)
+        results = await compare_questions(rt, target, [(p.a, p.b) for p in data.pairs])
+        return CompareOut(target.dedup_question_similarity, target.dedup_answer_ratio, [
+            ComparisonOut(r.similarity, r.text_ratio, r.same_identifiers, r.duplicate,
+                          r.duplicate_up_to) for r in results])
 
     @post("/bulk", status_code=200,
           summary="Approve, reject (with a reason) or merge (into one item) many items")

@@ -1,0 +1,1 @@
+"""`learnkb eval`: labelled questions driven through a served learnkb instance, measured."""

@@ -1,0 +1,106 @@
+"""A learnkb of the evaluation's own: a fresh database, `learnkb serve`, real keys."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+
+def learnkb_command() -> str:
+    """The `learnkb` console script of the running interpreter's environment."""
+    return str(Path(sys.executable).parent / "learnkb")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextmanager
+def served(env: dict[str, str], port: int, ready_seconds: float = 300,
+           ) -> Iterator[tuple[str, int]]:
+    """`learnkb serve` in its own process, as users run it; stopped on exit."""
+    # The command is this environment's own learnkb script, never caller input.
+    proc = subprocess.Popen([learnkb_command(), "serve", "--no-jobs",  # noqa: S603
+                             "--port", str(port)], env=env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + ready_seconds
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError("learnkb serve exited before it was ready")
+            try:
+                if httpx.get(f"{base}/ready", timeout=5).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("learnkb serve did not become ready")
+            time.sleep(0.25)
+        yield base, proc.pid
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@dataclass(frozen=True, slots=True)
+class Instance:
+    base_url: str
+    admin_key: str
+    env: dict[str, str]
+
+    def run(self, *args: str) -> str:
+        """A `learnkb` command against this instance's database; its standard output."""
+        done = subprocess.run([learnkb_command(), *args], env=self.env,  # noqa: S603
+                              capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"learnkb {' '.join(args)} failed: {done.stderr.strip()[-2000:]}")
+        return done.stdout
+
+    def apply(self) -> None:
+        """The apply job, once, as an operator would run it."""
+        self.run("jobs", "run", "apply")
+
+
+@contextmanager
+def start_instance(data_dir: str | None = None, database_url: str | None = None,
+                   model_cache: Path | None = None) -> Iterator[Instance]:
+    """A fresh instance: an embedded database in a new data directory (removed afterwards)
+    unless `database_url` names one, which must then be empty."""
+    owned = data_dir is None
+    root = Path(data_dir) if data_dir else Path(tempfile.mkdtemp(prefix="learnkb-eval-"))
+    env = dict(os.environ)
+    env.update(LEARNKB_DATA_DIR=str(root), LEARNKB_LOG_LEVEL="warning")
+    if model_cache is not None:
+        env["LEARNKB_MODEL_CACHE"] = str(model_cache)
+    if database_url:
+        env["LEARNKB_DATABASE_URL"] = database_url
+    else:
+        env.pop("LEARNKB_DATABASE_URL", None)
+    try:
+        created = Instance("", "", env).run("keys", "create", "--role", "admin",
+                                            "--name", "eval")
+        secret = str(json.loads(created)["secret"])
+        port = free_port()
+        with served(env, port) as (base, _):
+            yield Instance(base, secret, env)
+    finally:
+        if owned:
+            shutil.rmtree(root, ignore_errors=True)
