@@ -9,6 +9,7 @@ import asyncpg
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
+from knowledge.db import TRANSIENT_ERRORS
 from knowledge.errors import LearnkbError
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,16 @@ def unstorable_text(request: Request[Any, Any, Any],
                    f"a value cannot be stored: {exc.__class__.__name__}: {exc}")
 
 
+def contention(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    """Writers kept colliding even after retries: nothing was stored; the caller may resend."""
+    log.warning("gave up after repeated deadlocks on %s %s: %s", request.method,
+                request.url.path, exc)
+    response = problem(request, 503, "Busy", "concurrent requests collided and nothing was "
+                       "stored; send the request again")
+    response.headers["Retry-After"] = "1"
+    return response
+
+
 def http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     status = exc.status_code
     detail = exc.detail or "error"
@@ -79,6 +90,7 @@ EXCEPTION_HANDLERS: dict[Any, Any] = {
     LearnkbError: learnkb_error,
     ValidationException: validation_error,
     asyncpg.exceptions.DataError: unstorable_text,
+    **dict.fromkeys(TRANSIENT_ERRORS, contention),
     HTTPException: http_error,
     Exception: unexpected_error,
 }

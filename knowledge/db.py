@@ -7,9 +7,9 @@ import contextlib
 import json
 import logging
 import struct
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import numpy as np
@@ -25,6 +25,7 @@ Pool = asyncpg.Pool
 # A connection of our own or one borrowed from the pool; Queryable is either, or the pool itself.
 Conn = asyncpg.Connection | PoolConnectionProxy
 Queryable = asyncpg.Pool | asyncpg.Connection | PoolConnectionProxy
+T = TypeVar("T")
 
 EMBEDDED_DATABASE = "learnkb"
 
@@ -154,6 +155,27 @@ async def create_pool(url: str, settings: Settings) -> asyncpg.Pool:
 
 
 PING = "SELECT 1"
+
+
+# PostgreSQL rolled the transaction back to break a deadlock or a serialization conflict: it
+# did nothing, and running it again is safe.
+TRANSIENT_ERRORS = (asyncpg.exceptions.DeadlockDetectedError,
+                    asyncpg.exceptions.SerializationError)
+
+
+async def in_transaction(pool: asyncpg.Pool, work: Callable[[Conn], Awaitable[T]],
+                         attempts: int = 3) -> T:
+    """work(conn) in a transaction of its own, run again when PostgreSQL aborted it to break
+    a deadlock between concurrent writers."""
+    for attempt in range(1, attempts + 1):
+        try:
+            async with pool.acquire() as conn, conn.transaction():
+                return await work(conn)
+        except TRANSIENT_ERRORS:
+            if attempt == attempts:
+                raise
+            await asyncio.sleep(0.005 * attempt)
+    raise AssertionError("unreachable")
 
 
 async def ping(pool: asyncpg.Pool) -> None:

@@ -13,7 +13,7 @@ from rapidfuzz import fuzz
 
 from knowledge import audit
 from knowledge.access import Principal
-from knowledge.db import Conn, Queryable, Vector
+from knowledge.db import Conn, Queryable, Vector, in_transaction
 from knowledge.embedding import normalize_text
 from knowledge.entries import entry_with_answer
 from knowledge.errors import Invalid, NotFound
@@ -270,8 +270,9 @@ async def submit(rt: Runtime, shop: Shop, draft: ItemDraft, actor: Principal,
     if vector is None:
         vector = await rt.embedder.embed(draft.question)
     if conn is None:
-        async with rt.pool.acquire() as own, own.transaction():
-            return await _submit(rt, own, shop, draft, actor, vector)
+        known = vector
+        return await in_transaction(
+            rt.pool, lambda own: _submit(rt, own, shop, draft, actor, known))
     return await _submit(rt, conn, shop, draft, actor, vector)
 
 

@@ -7,7 +7,7 @@ from typing import Any
 from uuid import UUID
 
 from knowledge.access import Principal
-from knowledge.db import Conn
+from knowledge.db import Conn, in_transaction
 from knowledge.errors import Invalid, NotFound
 from knowledge.learning_queue import (
     NEGATIVE_FEEDBACK_CONFIDENCE,
@@ -38,7 +38,7 @@ RETURNING id
 """
 COUNT_HELPFULNESS = """
 INSERT INTO entry_stats (entry_id, shop_id, helpful, unhelpful)
-SELECT e, $1, $3, $4 FROM unnest($2::uuid[]) AS e
+SELECT e, $1, $3, $4 FROM unnest($2::uuid[]) AS e ORDER BY e
 ON CONFLICT (entry_id) DO UPDATE
 SET helpful = entry_stats.helpful + EXCLUDED.helpful,
     unhelpful = entry_stats.unhelpful + EXCLUDED.unhelpful, updated_at = now()
@@ -100,16 +100,13 @@ async def record_feedback(rt: Runtime, shop: Shop, redactor: Redactor, actor: Pr
         raise Invalid(f"the reason is longer than {MAX_REASON} characters", field="reason",
                       limit=MAX_REASON)
     clean = redactor.redact(reason)
-    async with rt.pool.acquire() as conn, conn.transaction():
+
+    async def work(conn: Conn) -> FeedbackResult:
         turn = await _turn(conn, shop.id, turn_id)
         served = [UUID(s["entry_id"]) for s in turn["sources"]]
         feedback_id = await conn.fetchval(
             INSERT_FEEDBACK, shop.id, turn_id, feedback_type, rating, clean.text or None,
             {"emoji": emoji, "sentiment": sentiment, "redacted": clean.counts})
-        if served and sentiment != "neutral":
-            top = served[:1] if turn["tier"] == "answer" else served
-            await conn.execute(COUNT_HELPFULNESS, shop.id, top,
-                               int(sentiment == "positive"), int(sentiment == "negative"))
         queued = None
         if sentiment == "negative" and turn["question"]:
             # After a fallback there was no answer to improve: the owner is asked for one.
@@ -123,7 +120,15 @@ async def record_feedback(rt: Runtime, shop: Shop, redactor: Redactor, actor: Pr
                           "reason": clean.text or None}), actor, conn=conn,
                 # The turn's question was embedded when it was answered.
                 vector=turn["embedding"])
-    return FeedbackResult(feedback_id, sentiment, queued)
+        if served and sentiment != "neutral":
+            # Last, and in entry order: concurrent feedback on the same entries then waits
+            # for these row locks instead of deadlocking with them.
+            top = served[:1] if turn["tier"] == "answer" else served
+            await conn.execute(COUNT_HELPFULNESS, shop.id, top,
+                               int(sentiment == "positive"), int(sentiment == "negative"))
+        return FeedbackResult(feedback_id, sentiment, queued)
+
+    return await in_transaction(rt.pool, work)
 
 
 async def record_correction(rt: Runtime, shop: Shop, redactor: Redactor, actor: Principal, *,
@@ -146,19 +151,21 @@ async def record_correction(rt: Runtime, shop: Shop, redactor: Redactor, actor: 
     answer = redactor.redact(corrected_answer.strip())
     if not answer.text:
         raise Invalid("the corrected answer is empty", field="corrected_answer")
-    async with rt.pool.acquire() as conn, conn.transaction():
+
+    async def work(conn: Conn) -> CorrectionResult:
         target: UUID | None = None
+        asking, given = question, original_response
         if turn_id is not None:
             turn = await _turn(conn, shop.id, turn_id)
-            question = question or turn["question"]
-            original_response = original_response or turn["answer"]
+            asking = asking or turn["question"]
+            given = given or turn["answer"]
             if turn["sources"] and turn["tier"] == "answer":
                 target = UUID(turn["sources"][0]["entry_id"])
-        if not question or not question.strip():
+        if not asking or not asking.strip():
             raise Invalid("a correction names the question (or the turn it corrects)",
                           field="question")
-        asked = redactor.redact(question.strip())
-        original = redactor.redact(original_response)
+        asked = redactor.redact(asking.strip())
+        original = redactor.redact(given)
         note = redactor.redact(context)
         # Limits hold for what is stored: redaction can lengthen a text a little.
         for name, value, most in (("question", asked.text, rt.settings.max_question_chars),
@@ -178,4 +185,6 @@ async def record_correction(rt: Runtime, shop: Shop, redactor: Redactor, actor: 
                       **({"turn_id": str(turn_id)} if turn_id else {})}), actor, conn=conn)
         if turn_id is not None and queued.item is not None:
             await settle_turn_items(conn, shop.id, turn_id, queued.item, actor)
-    return CorrectionResult(correction_id, queued)
+        return CorrectionResult(correction_id, queued)
+
+    return await in_transaction(rt.pool, work)
