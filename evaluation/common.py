@@ -44,11 +44,13 @@ class Answers:
 
 
 @asynccontextmanager
-async def instance_and_api(args: argparse.Namespace) -> AsyncIterator[tuple[Instance, Api]]:
+async def instance_and_api(args: argparse.Namespace, jobs: bool = False,
+                           settings: dict[str, str] | None = None,
+                           ) -> AsyncIterator[tuple[Instance, Api]]:
     """A fresh service of the evaluation's own, and a client for it."""
     # The ONNX export of the model is kept where `learnkb serve` keeps it, not redone per run.
     cache = Settings.from_env().model_cache_dir
-    with start_instance(args.data_dir, args.database_url, cache) as instance:
+    with start_instance(args.data_dir, args.database_url, cache, jobs, settings) as instance:
         api = Api(instance.base_url, args.concurrency)
         try:
             yield instance, api

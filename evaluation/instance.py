@@ -31,12 +31,15 @@ def free_port() -> int:
 
 
 @contextmanager
-def served(env: dict[str, str], port: int, ready_seconds: float = 300,
+def served(env: dict[str, str], port: int, ready_seconds: float = 300, jobs: bool = False,
            ) -> Iterator[tuple[str, int]]:
-    """`learnkb serve` in its own process, as users run it; stopped on exit."""
+    """`learnkb serve` in its own process, as users run it (with its batch jobs, or without
+    them for a caller that runs them itself); stopped on exit."""
+    command = [learnkb_command(), "serve", "--port", str(port)]
+    if not jobs:
+        command.append("--no-jobs")
     # The command is this environment's own learnkb script, never caller input.
-    proc = subprocess.Popen([learnkb_command(), "serve", "--no-jobs",  # noqa: S603
-                             "--port", str(port)], env=env)
+    proc = subprocess.Popen(command, env=env)  # noqa: S603
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + ready_seconds
@@ -74,22 +77,21 @@ class Instance:
             raise RuntimeError(f"learnkb {' '.join(args)} failed: {done.stderr.strip()[-2000:]}")
         return done.stdout
 
-    def apply(self) -> None:
-        """The apply job, once, as an operator would run it."""
-        self.run("jobs", "run", "apply")
-
 
 @contextmanager
 def start_instance(data_dir: str | None = None, database_url: str | None = None,
-                   model_cache: Path | None = None) -> Iterator[Instance]:
+                   model_cache: Path | None = None, jobs: bool = False,
+                   settings: dict[str, str] | None = None) -> Iterator[Instance]:
     """A fresh instance: an embedded database in a new data directory (removed afterwards)
-    unless `database_url` names one, which must then be empty."""
+    unless `database_url` names one, which must then be empty. `settings` are LEARNKB_*
+    variables for it; `jobs` runs the batch jobs inside `learnkb serve`, as by default."""
     owned = data_dir is None
     root = Path(data_dir) if data_dir else Path(tempfile.mkdtemp(prefix="learnkb-eval-"))
     env = dict(os.environ)
     env.update(LEARNKB_DATA_DIR=str(root), LEARNKB_LOG_LEVEL="warning")
     if model_cache is not None:
         env["LEARNKB_MODEL_CACHE"] = str(model_cache)
+    env.update(settings or {})
     if database_url:
         env["LEARNKB_DATABASE_URL"] = database_url
     else:
@@ -99,7 +101,7 @@ def start_instance(data_dir: str | None = None, database_url: str | None = None,
                                             "--name", "eval")
         secret = str(json.loads(created)["secret"])
         port = free_port()
-        with served(env, port) as (base, _):
+        with served(env, port, jobs=jobs) as (base, _):
             yield Instance(base, secret, env)
     finally:
         if owned:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import random
 import time
 from collections import Counter
@@ -10,15 +11,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from evaluation.client import Api, ShopKeys, create_shop, each
+from evaluation.client import Api, ServiceError, ShopKeys, create_shop, each
 from evaluation.common import Answers, add_common_options, instance_and_api, source_label
 from evaluation.datasets import Example, first_per_label, read_examples
-from evaluation.instance import Instance
 from evaluation.report import figure, save, table, write_json
 from evaluation.retrieval import ask, seed_knowledge
 
 POLICIES = ("learnkb", "append", "none")
 PAGE = 500
+APPLY_SECONDS = 2
 
 
 def add_parser(sub: Any) -> None:
@@ -172,6 +173,16 @@ class Owner:
         await each(batch, one, concurrency, description)
 
 
+async def applied(api: Api, shop: ShopKeys, wait_seconds: float = 300) -> None:
+    """Wait until the service's apply job has applied every approved item."""
+    deadline = time.monotonic() + wait_seconds
+    while await count(api, shop.owner, "/v1/queue", status="approved"):
+        if time.monotonic() > deadline:
+            raise ServiceError("approved items were not applied within "
+                               f"{wait_seconds:.0f} s")
+        await asyncio.sleep(0.5)
+
+
 async def count(api: Api, key: str, path: str, **params: Any) -> int:
     page = await api.call("GET", path, key, params={"limit": 1, **params})
     return int(page["total"])
@@ -206,13 +217,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     batches = split_stream(train, seeded, args.rounds, args.batch, args.seed)
     label_of_text = {e.text: e.label for e in train}
     started = time.monotonic()
-    async with instance_and_api(args) as (instance, api):
+    # The service applies what was approved on its own, as in production (every 20 s by
+    # default; here every APPLY_SECONDS, since a simulated day of questions takes seconds).
+    async with instance_and_api(args, jobs=True, settings={
+            "LEARNKB_APPLY_INTERVAL_SECONDS": str(APPLY_SECONDS)}) as (instance, api):
         shops = {p: await create_shop(api, instance.admin_key, f"eval-loop-{p}")
                  for p in POLICIES}
         for shop in shops.values():
             await seed_knowledge(api, shop, seeds, answers)
         owner = Owner(api, answers, oos, label_of_text)
-        report_rounds = await play(args, instance, api, shops, owner, batches, test)
+        report_rounds = await play(args, api, shops, owner, batches, test)
     report: dict[str, Any] = {
         "command": "learnkb eval loop", "train": str(args.train), "test": str(args.test),
         "labels": len(labels), "seed_per_label": args.seed_per_label,
@@ -224,7 +238,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
-async def play(args: argparse.Namespace, instance: Instance, api: Api,
+async def play(args: argparse.Namespace, api: Api,
                shops: dict[str, ShopKeys], owner: Owner, batches: list[list[Example]],
                test: list[Example]) -> list[dict[str, Any]]:
     efforts = {p: Effort() for p in POLICIES}
@@ -240,7 +254,7 @@ async def play(args: argparse.Namespace, instance: Instance, api: Api,
             await owner.append_round(shops["append"], batch, args.concurrency,
                                      efforts["append"], streams["append"],
                                      f"round {number}: append stream")
-            instance.apply()
+            await applied(api, shops["learnkb"])
         row: dict[str, Any] = {"round": number}
         for policy in POLICIES:
             if policy == "none" and frozen is not None:

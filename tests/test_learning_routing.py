@@ -3,6 +3,8 @@ that teaches nothing, and the queue's same-question decision laid open."""
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 
 from knowledge.apply import apply_approved
@@ -113,3 +115,28 @@ async def test_compare_lays_open_the_same_question_decision(
     assert (await client.post("/v1/queue/compare", headers=other.owner,
                               params={"shop": shop.slug},
                               json={"pairs": [{"a": "q", "b": "q"}]})).status_code in {403, 404}
+
+
+async def test_concurrent_feedback_on_the_same_entries_is_all_counted(
+        client: httpx.AsyncClient, shop: ShopKeys, runtime: Runtime) -> None:
+    await _seed(client, shop)
+    # Options and clarify turns credit every entry they offered, so concurrent feedback on
+    # them updates the same counters in different orders: none may fail, none may be lost.
+    turns = [(await client.post("/v1/answer", headers=shop.bot, json={
+        "question": q, "learn": False})).json()
+        for q in ["delivery or returns?", "How long until I can send it back?",
+                  "parcel timing and refunds"]]
+    votes = [("thumbs_down" if i % 2 else "thumbs_up", turns[i % 3]) for i in range(30)]
+
+    async def vote(kind: str, turn: dict[str, object]) -> int:
+        r = await client.post("/v1/feedback", headers=shop.bot,
+                              json={"turn_id": turn["turn_id"], "type": kind})
+        return r.status_code
+
+    assert set(await asyncio.gather(*(vote(k, t) for k, t in votes))) == {201}
+    expected = sum(1 if t["tier"] == "answer" else len(t["sources"])
+                   for _, t in votes if t["sources"])
+    counted = await runtime.pool.fetchval(
+        "SELECT coalesce(sum(helpful + unhelpful), 0) FROM entry_stats WHERE shop_id = $1",
+        shop.shop_id)
+    assert counted == expected
