@@ -7,7 +7,7 @@ import asyncio
 import random
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,15 @@ class Effort:
     corrections: int = 0      # an owner wrote the right answer for a wrongly answered question
     gap_answers: int = 0      # an owner answered a knowledge gap
     reviews: int = 0          # someone approved or rejected a queue item
+    # What the reviews were about: "kind/source/decision" -> how many.
+    reviewed: dict[str, int] = field(default_factory=dict)
+
+    def review(self, item: dict[str, Any], decision: str) -> None:
+        self.reviews += 1
+        what = f"{item['kind']}/{item['source_type']}/{decision}"
+        if item.get("conflict_entry_id"):
+            what += " (conflict)"
+        self.reviewed[what] = self.reviewed.get(what, 0) + 1
 
     @property
     def total(self) -> int:
@@ -122,17 +131,18 @@ class Owner:
             else:
                 await self.api.call("POST", f"/v1/queue/{item['id']}/reject", shop.owner,
                                     json={"reason": "not a question this shop answers"})
-                effort.reviews += 1
+                effort.review(item, "rejected")
         for item in await self.pending(shop, None):
             label = self.label_of_text.get(item["question"])
             proposed = self.answers.label_of(item.get("proposed_content"))
             if item["kind"] == "answer" and label is not None and proposed == label:
                 await self.api.call("POST", f"/v1/queue/{item['id']}/approve", shop.owner,
                                     json={})
+                effort.review(item, "approved")
             else:
                 await self.api.call("POST", f"/v1/queue/{item['id']}/reject", shop.owner,
                                     json={"reason": "not the right answer for this question"})
-            effort.reviews += 1
+                effort.review(item, "rejected")
 
     async def pending(self, shop: ShopKeys, kind: str | None) -> list[dict[str, Any]]:
         params: dict[str, Any] = {"status": "pending", "sort": "observations", "limit": PAGE}

@@ -342,6 +342,11 @@ async def _submit(rt: Runtime, conn: Conn, shop: Shop, draft: ItemDraft, actor: 
             continue
         if draft.kind == "answer" and same_text(entry["answer"], draft.answer,
                                                 shop.dedup_answer_ratio):
+            if draft.metadata.get("turn_id") and draft.question not in asked:
+                # The entry says it, yet the bot served something else for this phrasing
+                # (the owner corrected a real turn): the phrasing joins the entry.
+                answered_by = answered_by or entry_id
+                break
             await audit.record(conn, shop_id=shop.id, actor=actor, action="queue.dropped",
                                subject_type="knowledge", subject_id=entry_id,
                                after={"question": draft.question, "reason": "already known",
