@@ -228,9 +228,9 @@ def compare(shop: Shop, a: str, b: str, similarity: float) -> Comparison:
     elif similarity >= FUZZY_FLOOR and ratio >= shop.dedup_answer_ratio:
         up_to = 1.0  # the same words: merged whatever the similarity threshold
     else:
-        up_to = round(similarity, 4)
-    return Comparison(round(similarity, 4), ratio, same_ids,
-                      same_question(similarity, a, b, shop), up_to)
+        up_to = similarity
+    # Not rounded: a sweep at the shop's own threshold must reproduce the decision exactly.
+    return Comparison(similarity, ratio, same_ids, same_question(similarity, a, b, shop), up_to)
 
 
 async def compare_questions(rt: Runtime, shop: Shop,
