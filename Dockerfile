@@ -7,6 +7,7 @@ COPY pyproject.toml README.md ./
 COPY app app
 COPY knowledge knowledge
 COPY jobs jobs
+COPY evaluation evaluation
 COPY migrations migrations
 RUN pip install --no-cache-dir -e .
 EXPOSE 8000

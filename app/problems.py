@@ -57,11 +57,11 @@ def unstorable_text(request: Request[Any, Any, Any],
 
 
 def contention(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
-    """Writers kept colliding even after retries: nothing was stored; the caller may resend."""
+    """Writers kept colliding even after retries: the colliding write was rolled back."""
     log.warning("gave up after repeated deadlocks on %s %s: %s", request.method,
                 request.url.path, exc)
-    response = problem(request, 503, "Busy", "concurrent requests collided and nothing was "
-                       "stored; send the request again")
+    response = problem(request, 503, "Busy", "concurrent requests collided and this one was "
+                       "not completed (what it had not done was not stored); send it again")
     response.headers["Retry-After"] = "1"
     return response
 

@@ -19,7 +19,7 @@ from knowledge.entries import (
     validate,
 )
 from knowledge.errors import LearnkbError
-from knowledge.learning_queue import COLUMNS, QueueItem, item_from_row
+from knowledge.learning_queue import COLUMNS, PHRASING_ONLY, QueueItem, item_from_row
 from knowledge.locks import try_advisory_lock
 from knowledge.retrieval import cache_of
 from knowledge.runtime import Runtime
@@ -107,6 +107,18 @@ def _draft(item: QueueItem, vectors: dict[UUID, Vector]) -> EntryDraft:
                       if item.question and item.id in vectors else {})
 
 
+def _merged_draft(items: list[QueueItem], vectors: dict[UUID, Vector]) -> EntryDraft:
+    draft = _draft(items[0], vectors)
+    for other in items[1:]:
+        question = other.question
+        if question and question != draft.question and question not in draft.variants:
+            draft.variants.append(question)
+            if other.id in vectors:
+                draft.known_vectors[question] = vectors[other.id]
+    draft.variants = draft.variants[-MAX_VARIANTS:]
+    return draft
+
+
 async def _apply_batch(rt: Runtime, conn: Conn, items: list[QueueItem],
                        vectors: dict[UUID, Vector]) -> tuple[int, int, int]:
     """Apply a claimed batch. An item that cannot be applied (say, its answer breaks a limit)
@@ -138,10 +150,16 @@ async def _apply_batch(rt: Runtime, conn: Conn, items: list[QueueItem],
         variants = list(live["variants"])
         if item.question and item.question not in asked:
             variants.append(item.question)
+        # An item that only brings a phrasing of an entry's answer leaves that answer as it is
+        # now (an owner may have edited it since the item was queued).
+        same_answer = (item.metadata.get(PHRASING_ONLY)
+                       or item.proposed_content == live["answer"]
+                       or item.target_entry_id is None)
         try:
             async with conn.transaction():
                 new = await supersede_entry(
-                    rt, item.shop_id, live["entry_id"], SYSTEM, answer=item.proposed_content,
+                    rt, item.shop_id, live["entry_id"], SYSTEM,
+                    answer=None if same_answer else item.proposed_content,
                     variants=variants[-MAX_VARIANTS:], reason=f"learning queue item {item.id}",
                     source="learning", known_vectors=_draft(item, vectors).known_vectors,
                     conn=conn)
@@ -152,12 +170,19 @@ async def _apply_batch(rt: Runtime, conn: Conn, items: list[QueueItem],
         replaced += 1
     created = 0
     for shop_id, group in fresh.items():
+        # Items of one batch with the same answer make one entry: the first one's question,
+        # the others' as its variants.
+        by_answer: dict[str, list[QueueItem]] = defaultdict(list)
+        for item in group:
+            by_answer[(item.proposed_content or "").strip()].append(item)
+        drafts = [_merged_draft(twins, vectors) for twins in by_answer.values()]
         async with conn.transaction():
-            entries = await add_entries(rt, shop_id, [_draft(i, vectors) for i in group], SYSTEM,
-                                        conn=conn, audit_action="knowledge.create_from_learning")
+            entries = await add_entries(rt, shop_id, drafts, SYSTEM, conn=conn,
+                                        audit_action="knowledge.create_from_learning")
         created += len(entries)
-        for item, entry in zip(group, entries, strict=True):
-            knowledge_of[item.id] = entry.id
+        for twins, entry in zip(by_answer.values(), entries, strict=True):
+            for item in twins:
+                knowledge_of[item.id] = entry.id
     done = [i for i in items if i.id in knowledge_of]
     if failed:
         await conn.execute(BACK_TO_REVIEW, list(failed), list(failed.values()))

@@ -140,6 +140,7 @@ WHERE id = $1
 LINK_SUCCESSOR = "UPDATE knowledge_base_rag SET superseded_by = $2 WHERE id = $1"
 MOVE_VECTORS = "UPDATE knowledge_vectors SET knowledge_id = $2 WHERE knowledge_id = $1"
 VECTORS_OF_VERSION = "SELECT text, embedding FROM knowledge_vectors WHERE knowledge_id = $1"
+VERSION_MODEL = "SELECT embedding_model FROM knowledge_base_rag WHERE id = $1"
 # The live entry that already gives exactly this answer (md5 for the index: answers are long).
 LIVE_WITH_ANSWER = """
 SELECT entry_id FROM knowledge_base_rag
@@ -355,10 +356,15 @@ async def supersede_entry(rt: Runtime, shop_id: int, entry_id: UUID, actor: Prin
     same_search_texts = search_texts(draft) == search_texts(validate(EntryDraft(
         answer=old.answer, question=old.question, variants=old.variants,
         source=old.source), rt.settings.max_answer_chars, rt.settings.max_question_chars))
+    # Vectors of another model (before `reembed` has run) are never carried over: the new
+    # version is stamped with the current model and would be skipped by the re-embedding.
+    current = await conn.fetchval(VERSION_MODEL, old.id) == rt.embedder.model_name
+    same_search_texts = same_search_texts and current
     vectors: list[tuple[str, str, Vector]] = []
     if not same_search_texts:
-        draft.known_vectors.update({r["text"]: r["embedding"] for r in await conn.fetch(
-            VECTORS_OF_VERSION, old.id)})
+        if current:
+            draft.known_vectors.update({r["text"]: r["embedding"] for r in await conn.fetch(
+                VECTORS_OF_VERSION, old.id)})
         draft.known_vectors.update(known_vectors or {})
         vectors = (await embed_drafts(rt, [draft]))[0]
     await conn.execute(CLOSE_VERSION, old.id, None)

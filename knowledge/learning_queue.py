@@ -119,7 +119,7 @@ SELECT id, status, kind, question, proposed_content, 1 - distance AS similarity
 FROM (SELECT id, status, kind, question, proposed_content, embedding <=> $2 AS distance
       FROM learning_queue
       WHERE shop_id = $1 AND status IN ('pending', 'approved', 'rejected') AND kind = $3
-        AND created_at > clock_timestamp() - interval '1 minute'
+        AND created_at > now() - interval '1 minute'
       OFFSET 0) AS recent_items
 ORDER BY distance
 LIMIT $4
@@ -156,7 +156,10 @@ SETTLE_TURN_ITEMS = """
 UPDATE learning_queue SET status = 'merged', merged_into = $3, reviewed_at = now()
 WHERE shop_id = $1 AND status = 'pending' AND kind IN ('improve', 'gap')
   AND (metadata ->> 'turn_id' = $2
-       OR signals @> jsonb_build_array(jsonb_build_object('turn_id', $2::text)))
+       OR signals @> jsonb_build_array(jsonb_build_object('turn_id', $2::text))
+       -- a fallback's gap names its turn as its source
+       OR (kind = 'gap' AND (source_id = $2::uuid
+           OR signals @> jsonb_build_array(jsonb_build_object('source_id', $2::text)))))
 RETURNING id
 """
 PROMOTE = f"""
@@ -301,6 +304,9 @@ async def _merge_existing(conn: Conn, shop: Shop, draft: ItemDraft, actor: Princ
     return None
 
 
+# Marks an item that only adds its question to the entry that already gives its answer: apply
+# must not touch that entry's answer (it may have been edited since).
+PHRASING_ONLY = "phrasing_only"
 # Signals written by the shop's own people (an owner's correction, an owner's or admin's
 # suggestion), as opposed to customers' feedback and gaps.
 OWNER_SOURCES = frozenset({"correction", "manual"})
@@ -342,10 +348,10 @@ async def _submit(rt: Runtime, conn: Conn, shop: Shop, draft: ItemDraft, actor: 
             continue
         if draft.kind == "answer" and same_text(entry["answer"], draft.answer,
                                                 shop.dedup_answer_ratio):
-            if draft.metadata.get("turn_id") and draft.question not in asked:
-                # The entry says it, yet the bot served something else for this phrasing
-                # (the owner corrected a real turn): the phrasing joins the entry.
-                answered_by = answered_by or entry_id
+            if (draft.metadata.get("turn_id") and draft.question not in asked
+                    and entry_id == answered_by):
+                # The entry says it word for word, yet the bot served something else for this
+                # phrasing (the owner corrected a real turn): the phrasing joins the entry.
                 break
             await audit.record(conn, shop_id=shop.id, actor=actor, action="queue.dropped",
                                subject_type="knowledge", subject_id=entry_id,
@@ -356,7 +362,8 @@ async def _submit(rt: Runtime, conn: Conn, shop: Shop, draft: ItemDraft, actor: 
             conflict_id = entry_id
             target = target or entry_id
         break
-    if answered_by is not None and conflict_id is None:
+    routed = answered_by is not None and conflict_id is None
+    if routed:
         target = answered_by
     # 3. New. Two identical signals at the same moment must not both get here: new items of a
     # shop and kind are inserted one at a time, and the queue is looked at again under that lock.
@@ -370,13 +377,15 @@ async def _submit(rt: Runtime, conn: Conn, shop: Shop, draft: ItemDraft, actor: 
         confident = confident and settles_conflict(draft)
     elif answered_by is not None and draft.source_type in OWNER_SOURCES:
         # An owner pointing a question at an answer the shop already gives adds no new text,
-        # only a phrasing to an entry they vouch for: nothing for a reviewer to check.
-        confident = True
+        # only a phrasing to an entry they vouch for: nothing for a reviewer to check, unless
+        # the shop wants a person to approve everything (a threshold of 100).
+        confident = shop.auto_approve_threshold < 100 and draft.kind == "answer"
     status = "approved" if confident else "pending"
     item = item_from_row(await conn.fetchrow(
         INSERT_ITEM, shop.id, status, draft.kind, draft.source_type, draft.source_id,
         draft.question, draft.answer, draft.category, vector, draft.confidence, draft.priority,
-        conflict_id, nearest_id, nearest_similarity, target, [signal], draft.metadata))
+        conflict_id, nearest_id, nearest_similarity, target, [signal],
+        {**draft.metadata, PHRASING_ONLY: True} if routed else draft.metadata))
     outcome = "conflict" if conflict_id is not None else "new"
     await audit.record(conn, shop_id=shop.id, actor=actor, action=f"queue.{outcome}",
                        subject_type="queue", subject_id=item.id, after=item.summary())

@@ -140,3 +140,42 @@ async def test_concurrent_feedback_on_the_same_entries_is_all_counted(
         "SELECT coalesce(sum(helpful + unhelpful), 0) FROM entry_stats WHERE shop_id = $1",
         shop.shop_id)
     assert counted == expected
+
+
+async def test_a_phrasing_never_reverts_an_edited_answer(
+        client: httpx.AsyncClient, shop: ShopKeys, runtime: Runtime) -> None:
+    _, returns = await _seed(client, shop)
+    fix = await client.post("/v1/corrections", headers=shop.owner, json={
+        "question": "Can I bring a gift back to the shop?", "corrected_answer": RETURNS["answer"]})
+    assert fix.json()["queued"]["item"]["target_entry_id"] == returns
+    edited = "Yes, within 60 days now, for free."
+    r = await client.patch(f"/v1/knowledge/{returns}", headers=shop.owner,
+                           json={"answer": edited})
+    assert r.status_code == 200, r.text
+    await apply_approved(runtime, shop_id=shop.shop_id)
+    entry = (await client.get(f"/v1/knowledge/{returns}", headers=shop.owner)).json()
+    assert entry["answer"] == edited
+    assert "Can I bring a gift back to the shop?" in entry["variants"]
+
+
+async def test_gaps_answered_alike_in_one_batch_make_one_entry(
+        client: httpx.AsyncClient, shop: ShopKeys, runtime: Runtime) -> None:
+    await _seed(client, shop)
+    answer = "Yes: every first Saturday of the month, 25 per person."
+    for question in ["Which moon of Jupiter has the best opera house?",
+                     "Recite a sea shanty about turnips, please"]:
+        said = (await client.post("/v1/answer", headers=shop.bot,
+                                  json={"question": question})).json()
+        assert said["fallback"]
+    gaps = (await client.get("/v1/queue", headers=shop.owner, params={"kind": "gap"})).json()
+    assert gaps["total"] == 2
+    for gap in gaps["items"]:
+        r = await client.post(f"/v1/queue/{gap['id']}/answer", headers=shop.owner,
+                              json={"answer": answer})
+        assert r.status_code == 200, r.text
+    result = await apply_approved(runtime, shop_id=shop.shop_id)
+    assert result.applied == 2 and result.created == 1
+    listed = (await client.get("/v1/knowledge", headers=shop.owner)).json()
+    assert listed["total"] == 3
+    made = next(e for e in listed["items"] if e["answer"] == answer)
+    assert len([made["question"], *made["variants"]]) == 2
