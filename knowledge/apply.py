@@ -14,6 +14,7 @@ from knowledge.entries import SELECT_LIVE as SELECT_LIVE_ENTRY
 from knowledge.entries import (
     EntryDraft,
     add_entries,
+    entries_with_answers,
     entry_with_answer,
     supersede_entry,
     validate,
@@ -128,6 +129,11 @@ async def _apply_batch(rt: Runtime, conn: Conn, items: list[QueueItem],
     fresh: dict[int, list[QueueItem]] = defaultdict(list)
     replaced = 0
     limits = (rt.settings.max_answer_chars, rt.settings.max_question_chars)
+    # Which live entry already gives each untargeted item's answer: one query per shop.
+    known_answers = {shop_id: await entries_with_answers(conn, shop_id, [
+        i.proposed_content or "" for i in items
+        if i.shop_id == shop_id and i.target_entry_id is None]) for shop_id in
+        {i.shop_id for i in items}}
     for item in items:
         try:
             validate(_draft(item, vectors), *limits)
@@ -140,9 +146,13 @@ async def _apply_batch(rt: Runtime, conn: Conn, items: list[QueueItem],
         if live is None and item.proposed_content:
             # An answer some entry already gives (a gap answered with it, say): its question
             # joins that entry instead of starting a twin.
-            same = await entry_with_answer(conn, item.shop_id, item.proposed_content)
+            same = known_answers[item.shop_id].get(item.proposed_content.strip())
+            if same is None and item.target_entry_id is not None:  # its entry was retired
+                same = await entry_with_answer(conn, item.shop_id, item.proposed_content)
             if same is not None:
                 live = await conn.fetchrow(SELECT_LIVE_ENTRY, item.shop_id, same)
+                if live is not None and live["answer"] != item.proposed_content.strip():
+                    live = None  # changed by an earlier item of this batch
         if live is None:
             fresh[item.shop_id].append(item)
             continue
@@ -153,8 +163,7 @@ async def _apply_batch(rt: Runtime, conn: Conn, items: list[QueueItem],
         # An item that only brings a phrasing of an entry's answer leaves that answer as it is
         # now (an owner may have edited it since the item was queued).
         same_answer = (item.metadata.get(PHRASING_ONLY)
-                       or item.proposed_content == live["answer"]
-                       or item.target_entry_id is None)
+                       or item.proposed_content == live["answer"])
         try:
             async with conn.transaction():
                 new = await supersede_entry(

@@ -141,6 +141,13 @@ LINK_SUCCESSOR = "UPDATE knowledge_base_rag SET superseded_by = $2 WHERE id = $1
 MOVE_VECTORS = "UPDATE knowledge_vectors SET knowledge_id = $2 WHERE knowledge_id = $1"
 VECTORS_OF_VERSION = "SELECT text, embedding FROM knowledge_vectors WHERE knowledge_id = $1"
 VERSION_MODEL = "SELECT embedding_model FROM knowledge_base_rag WHERE id = $1"
+LIVE_WITH_ANSWERS = """
+SELECT DISTINCT ON (answer) answer, entry_id FROM knowledge_base_rag
+WHERE shop_id = $1 AND valid_to IS NULL
+  AND md5(answer) = ANY(ARRAY(SELECT md5(a) FROM unnest($2::text[]) AS a))
+  AND answer = ANY($2::text[])
+ORDER BY answer, created_at
+"""
 # The live entry that already gives exactly this answer (md5 for the index: answers are long).
 LIVE_WITH_ANSWER = """
 SELECT entry_id FROM knowledge_base_rag
@@ -387,6 +394,16 @@ async def entry_with_answer(conn: Queryable, shop_id: int, answer: str) -> UUID 
     """The live entry of the shop whose answer is exactly this text, if any."""
     found: UUID | None = await conn.fetchval(LIVE_WITH_ANSWER, shop_id, answer.strip())
     return found
+
+
+async def entries_with_answers(conn: Queryable, shop_id: int,
+                               answers: Sequence[str]) -> dict[str, UUID]:
+    """For many answers at once: answer -> the live entry that gives exactly that answer."""
+    wanted = list({a.strip() for a in answers if a and a.strip()})
+    if not wanted:
+        return {}
+    return {r["answer"]: r["entry_id"] for r in await conn.fetch(LIVE_WITH_ANSWERS, shop_id,
+                                                                    wanted)}
 
 
 async def retire_entry(rt: Runtime, shop_id: int, entry_id: UUID, actor: Principal,
