@@ -113,13 +113,16 @@ FROM (SELECT id, status, kind, question, proposed_content, embedding <=> $2 AS d
 ORDER BY distance
 LIMIT $4
 """
-# The second look, under the lock, need only see items inserted since the first one began.
+# The second look, under the lock, need only see items the first one could not: committed
+# since it began. New items are inserted under the lock and committed right after, and their
+# created_at is the moment of insertion, so items stamped since a little before this
+# transaction began are enough (10 s is far more than an insert-to-commit takes).
 RECENT_ITEMS = """
 SELECT id, status, kind, question, proposed_content, 1 - distance AS similarity
 FROM (SELECT id, status, kind, question, proposed_content, embedding <=> $2 AS distance
       FROM learning_queue
       WHERE shop_id = $1 AND status IN ('pending', 'approved', 'rejected') AND kind = $3
-        AND created_at > now() - interval '1 minute'
+        AND created_at > now() - interval '10 seconds'
       OFFSET 0) AS recent_items
 ORDER BY distance
 LIMIT $4
@@ -131,9 +134,10 @@ WHERE shop_id = $1 AND entry_id = ANY($2::uuid[]) AND valid_to IS NULL
 INSERT_ITEM = f"""
 INSERT INTO learning_queue (shop_id, status, kind, source_type, source_id, question,
     proposed_content, category, embedding, confidence_score, priority, conflict_entry_id,
-    nearest_entry_id, nearest_similarity, target_entry_id, signals, metadata, reviewed_at)
+    nearest_entry_id, nearest_similarity, target_entry_id, signals, metadata, reviewed_at,
+    created_at)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
-        CASE WHEN $2::varchar = 'approved' THEN now() END)
+        CASE WHEN $2::varchar = 'approved' THEN now() END, clock_timestamp())
 RETURNING {_COLUMNS}
 """
 MERGE_INTO = f"""
