@@ -24,12 +24,12 @@ from benchmarks.common import (
     cpu_per_request,
     cpu_snapshot,
     data_dir,
-    free_port,
     questions,
     served,
     summary,
     write_report,
 )
+from evaluation.instance import free_port
 from knowledge import keys, shops
 from knowledge.access import CLI_ADMIN, Role
 from knowledge.entries import EntryDraft, add_entries

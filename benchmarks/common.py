@@ -6,11 +6,7 @@ import argparse
 import json
 import os
 import random
-import signal
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -18,8 +14,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psutil
+
+from evaluation.instance import served as serve_process
 
 PRODUCTS = ["grinder", "kettle", "espresso machine", "milk frother", "scale", "tamper",
             "dripper", "coffee beans", "filter papers", "thermometer", "mug", "carafe",
@@ -71,12 +68,6 @@ def write_report(out_dir: str, name: str, report: dict[str, Any]) -> None:
     print(json.dumps(report, indent=2))
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def data_dir(given: str | None) -> Path:
     return Path(given) if given else Path(tempfile.mkdtemp(prefix="learnkb-bench-"))
 
@@ -113,23 +104,5 @@ def served(database_url: str, data: Path, port: int) -> Iterator[tuple[str, int]
     env = dict(os.environ)  # LEARNKB_* settings given to the benchmark apply to the server
     env.update(LEARNKB_DATABASE_URL=database_url, LEARNKB_DATA_DIR=str(data),
                LEARNKB_LOG_LEVEL="warning")
-    learnkb = str(Path(sys.executable).parent / "learnkb")
-    proc = subprocess.Popen([learnkb, "serve", "--no-jobs", "--port", str(port)], env=env)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            if proc.poll() is not None:
-                raise SystemExit("learnkb serve exited")
-            try:
-                if httpx.get(f"{base}/ready", timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise SystemExit("learnkb serve did not become ready")
-            time.sleep(0.25)
-        yield base, proc.pid
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
+    with serve_process(env, port) as (base, pid):
+        yield base, pid

@@ -23,11 +23,11 @@ from benchmarks.common import (
     cpu_per_request,
     cpu_snapshot,
     data_dir,
-    free_port,
     questions,
     served,
     write_report,
 )
+from evaluation.instance import free_port
 from knowledge import keys, shops
 from knowledge.access import CLI_ADMIN, Role
 from knowledge.answering import Question, answer_question

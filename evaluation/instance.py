@@ -11,10 +11,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import httpx
 
@@ -32,14 +33,17 @@ def free_port() -> int:
 
 @contextmanager
 def served(env: dict[str, str], port: int, ready_seconds: float = 300, jobs: bool = False,
+           options: Sequence[str] = (), output: IO[str] | None = None,
            ) -> Iterator[tuple[str, int]]:
-    """`learnkb serve` in its own process, as users run it (with its batch jobs, or without
-    them for a caller that runs them itself); stopped on exit."""
-    command = [learnkb_command(), "serve", "--port", str(port)]
+    """`learnkb serve [options]` in its own process, as users run it (with its batch jobs, or
+    without them for a caller that runs them itself), its output to `output` if given;
+    stopped on exit."""
+    command = [learnkb_command(), "serve", "--port", str(port), *options]
     if not jobs:
         command.append("--no-jobs")
     # The command is this environment's own learnkb script, never caller input.
-    proc = subprocess.Popen(command, env=env)  # noqa: S603
+    proc = subprocess.Popen(command, env=env, stdout=output,  # noqa: S603
+                            stderr=subprocess.STDOUT if output else None)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + ready_seconds

@@ -4,58 +4,33 @@ and its embedded database keeps its data across a restart."""
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 
-LEARNKB = str(Path(sys.executable).parent / "learnkb")
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+from evaluation.instance import free_port, served
 
 
 @contextmanager
 def _serve(data_dir: Path, port: int) -> Iterator[httpx.Client]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LEARNKB_")}
     env["LEARNKB_DATA_DIR"] = str(data_dir)
-    log = (data_dir.parent / f"serve-{port}.log").open("w")
-    proc = subprocess.Popen([LEARNKB, "serve", "--demo", "--port", str(port)], env=env,
-                            stdout=log, stderr=subprocess.STDOUT)
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
-            deadline = time.monotonic() + 180
-            while True:
-                assert proc.poll() is None, (data_dir.parent / f"serve-{port}.log").read_text()
-                try:
-                    if client.get("/ready").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert time.monotonic() < deadline, "the service did not become ready"
-                time.sleep(0.25)
-            yield client
-    finally:
-        proc.send_signal(signal.SIGTERM)
+    log_path = data_dir.parent / f"serve-{port}.log"
+    with log_path.open("w") as log:
         try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+            with served(env, port, ready_seconds=180, jobs=True, options=["--demo"],
+                        output=log) as (base, _), \
+                    httpx.Client(base_url=base, timeout=30) as client:
+                yield client
+        except RuntimeError as exc:
+            raise AssertionError(f"{exc}: {log_path.read_text()}") from exc
 
 
 def test_serve_demo_answers_and_keeps_its_data(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
-    port = _free_port()
+    port = free_port()
     with _serve(data_dir, port) as client:
         key = (data_dir / "demo-key").read_text().strip()
         headers = {"Authorization": f"Bearer {key}"}
