@@ -193,6 +193,15 @@ def identifiers(text: str | None) -> frozenset[str]:
                      if any(c.isdigit() for c in t))
 
 
+def same_answer(a: str | None, b: str | None, ratio: int) -> bool:
+    """Two answers say the same: word order and small typos aside, all of the same words.
+    Not token-set: that scores a short answer contained in a longer one as equal, and two
+    answers that share a long opening ("Here is what you need to know about ...") as near."""
+    if not a or not b or identifiers(a) != identifiers(b):
+        return False
+    return fuzz.token_sort_ratio(normalize_text(a), normalize_text(b)) >= ratio
+
+
 def same_text(a: str | None, b: str | None, ratio: int) -> bool:
     """rapidfuzz on normalized text: word order and small typos do not make two texts differ,
     another product code or price does."""
@@ -291,7 +300,7 @@ async def _merge_existing(conn: Conn, shop: Shop, draft: ItemDraft, actor: Princ
     for row in await conn.fetch(query, shop.id, vector, draft.kind, NEIGHBOURS):
         if not same_question(row["similarity"], row["question"], draft.question, shop):
             continue
-        if draft.kind == "answer" and not same_text(row["proposed_content"], draft.answer,
+        if draft.kind == "answer" and not same_answer(row["proposed_content"], draft.answer,
                                                     shop.dedup_answer_ratio):
             continue  # same question, another answer: a proposal of its own
         updated = await conn.fetchrow(
@@ -350,7 +359,7 @@ async def _submit(rt: Runtime, conn: Conn, shop: Shop, draft: ItemDraft, actor: 
         asked = [entry["question"], *entry["variants"]]
         if not any(same_question(similarity, q, draft.question, shop) for q in asked if q):
             continue
-        if draft.kind == "answer" and same_text(entry["answer"], draft.answer,
+        if draft.kind == "answer" and same_answer(entry["answer"], draft.answer,
                                                 shop.dedup_answer_ratio):
             if (draft.metadata.get("turn_id") and draft.question not in asked
                     and entry_id == answered_by):
