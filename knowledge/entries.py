@@ -141,18 +141,14 @@ LINK_SUCCESSOR = "UPDATE knowledge_base_rag SET superseded_by = $2 WHERE id = $1
 MOVE_VECTORS = "UPDATE knowledge_vectors SET knowledge_id = $2 WHERE knowledge_id = $1"
 VECTORS_OF_VERSION = "SELECT text, embedding FROM knowledge_vectors WHERE knowledge_id = $1"
 VERSION_MODEL = "SELECT embedding_model FROM knowledge_base_rag WHERE id = $1"
+# The live entries that already give exactly these answers, the oldest for each (md5 for the
+# index: answers are long).
 LIVE_WITH_ANSWERS = """
 SELECT DISTINCT ON (answer) answer, entry_id FROM knowledge_base_rag
 WHERE shop_id = $1 AND valid_to IS NULL
   AND md5(answer) = ANY(ARRAY(SELECT md5(a) FROM unnest($2::text[]) AS a))
   AND answer = ANY($2::text[])
 ORDER BY answer, created_at
-"""
-# The live entry that already gives exactly this answer (md5 for the index: answers are long).
-LIVE_WITH_ANSWER = """
-SELECT entry_id FROM knowledge_base_rag
-WHERE shop_id = $1 AND valid_to IS NULL AND md5(answer) = md5($2) AND answer = $2
-ORDER BY created_at LIMIT 1
 """
 DELETE_VECTORS = "DELETE FROM knowledge_vectors WHERE knowledge_id = $1"
 
@@ -392,8 +388,7 @@ async def supersede_entry(rt: Runtime, shop_id: int, entry_id: UUID, actor: Prin
 
 async def entry_with_answer(conn: Queryable, shop_id: int, answer: str) -> UUID | None:
     """The live entry of the shop whose answer is exactly this text, if any."""
-    found: UUID | None = await conn.fetchval(LIVE_WITH_ANSWER, shop_id, answer.strip())
-    return found
+    return (await entries_with_answers(conn, shop_id, [answer])).get(answer.strip())
 
 
 async def entries_with_answers(conn: Queryable, shop_id: int,
