@@ -93,6 +93,8 @@ class Submitted:
     outcome: str
     item: QueueItem | None
     auto_approved: bool = False
+    # Dropped: the live entry that already gives this answer to this question.
+    known_entry_id: UUID | None = None
 
 
 _COLUMNS = ("id, shop_id, status, kind, source_type, source_id, question, proposed_content, "
@@ -156,8 +158,11 @@ RETURNING {_COLUMNS}
 # items are only ever compared with items of their own kind.
 QUEUE_LOCK_CLASS = {kind: 0x1EA5 + i for i, kind in enumerate(KINDS)}
 LOCK_NEW_ITEMS = "SELECT pg_advisory_xact_lock($1::integer, $2::integer)"
+# $3: the item that carries the turn's answer, or NULL when live knowledge already gives it
+# ($4 then says which entry, for a reader of the item).
 SETTLE_TURN_ITEMS = """
-UPDATE learning_queue SET status = 'merged', merged_into = $3, reviewed_at = now()
+UPDATE learning_queue SET status = 'merged', merged_into = $3, reviewed_at = now(),
+       review_note = coalesce($4, review_note)
 WHERE shop_id = $1 AND status = 'pending' AND kind IN ('improve', 'gap')
   AND (metadata ->> 'turn_id' = $2
        OR signals @> jsonb_build_array(jsonb_build_object('turn_id', $2::text))
@@ -370,7 +375,7 @@ async def _submit(rt: Runtime, conn: Conn, shop: Shop, draft: ItemDraft, actor: 
                                subject_type="knowledge", subject_id=entry_id,
                                after={"question": draft.question, "reason": "already known",
                                       "signal": signal})
-            return Submitted("dropped", None)
+            return Submitted("dropped", None, known_entry_id=entry_id)
         if draft.kind == "answer" and answered_by is None:
             conflict_id = entry_id
             target = target or entry_id
@@ -412,17 +417,29 @@ async def _submit(rt: Runtime, conn: Conn, shop: Shop, draft: ItemDraft, actor: 
     return Submitted(outcome, item, auto_approved=confident)
 
 
-async def settle_turn_items(conn: Conn, shop_id: int, turn_id: UUID, answer: QueueItem,
+async def settle_turn_items(conn: Conn, shop_id: int, turn_id: UUID, answer: Submitted,
                             actor: Principal) -> int:
     """The owner answered this turn: the "needs a better answer" items its feedback opened or
-    was merged into are folded into that answer, not left for a reviewer to dismiss."""
+    was merged into are folded into that answer, not left for a reviewer to dismiss.
+
+    Only an answer that is on its way (pending or approved, disputing nothing) or one that live
+    knowledge already gives settles them: folded into a rejected or a disputed item, they would
+    vanish from review."""
+    item = answer.item
+    if item is not None:
+        if item.status not in {"pending", "approved"} or item.conflict_entry_id is not None:
+            return 0
+        into, known, after = item.id, None, {"status": "merged", "into": str(item.id)}
+    elif answer.known_entry_id is not None:
+        into, known = None, f"already answered by entry {answer.known_entry_id}"
+        after = {"status": "merged", "already_known_by": str(answer.known_entry_id)}
+    else:
+        return 0
     settled = [r["id"] for r in await conn.fetch(SETTLE_TURN_ITEMS, shop_id, str(turn_id),
-                                                  answer.id)]
+                                                  into, known)]
     await audit.record_many(conn, shop_id=shop_id, actor=actor, action="queue.settled",
                             subject_type="queue",
-                            changes=[(i, {"status": "pending"},
-                                      {"status": "merged", "into": str(answer.id)})
-                                     for i in settled])
+                            changes=[(i, {"status": "pending"}, after) for i in settled])
     return len(settled)
 
 

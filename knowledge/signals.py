@@ -183,12 +183,8 @@ async def record_correction(rt: Runtime, shop: Shop, redactor: Redactor, actor: 
             priority=priority, target_entry_id=target,
             metadata={"context": note.text or None, "original_response": original.text or None,
                       **({"turn_id": str(turn_id)} if turn_id else {})}), actor, conn=conn)
-        # Only an answer that is on its way settles the turn's feedback items: folded into a
-        # rejected or a disputed item, they would vanish from review.
-        if (turn_id is not None and queued.item is not None
-                and queued.item.status in {"pending", "approved"}
-                and queued.item.conflict_entry_id is None):
-            await settle_turn_items(conn, shop.id, turn_id, queued.item, actor)
+        if turn_id is not None:
+            await settle_turn_items(conn, shop.id, turn_id, queued, actor)
         return CorrectionResult(correction_id, queued)
 
     return await in_transaction(rt.pool, work)

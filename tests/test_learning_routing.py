@@ -56,6 +56,33 @@ async def test_a_correction_with_a_known_answer_adds_a_phrasing_to_that_entry(
     assert again["sources"][0]["entry_id"] == returns
 
 
+async def test_an_owner_confirming_the_answer_given_settles_the_complaint(
+        client: httpx.AsyncClient, shop: ShopKeys) -> None:
+    _, returns = await _seed(client, shop)
+    turn = (await client.post("/v1/answer", headers=shop.bot,
+                              json={"question": RETURNS["question"]})).json()
+    assert turn["sources"][0]["entry_id"] == returns
+    down = await client.post("/v1/feedback", headers=shop.bot,
+                             json={"turn_id": turn["turn_id"], "type": "thumbs_down"})
+    feedback_item = down.json()["queued"]["item"]["id"]
+    # The owner says the answer the bot gave is the right one: nothing to learn, and nothing
+    # left for a reviewer either.
+    fix = await client.post("/v1/corrections", headers=shop.owner, json={
+        "turn_id": turn["turn_id"], "corrected_answer": RETURNS["answer"]})
+    assert fix.status_code == 201, fix.text
+    assert fix.json()["queued"]["outcome"] == "dropped"
+    settled = (await client.get(f"/v1/queue/{feedback_item}", headers=shop.owner)).json()
+    assert settled["status"] == "merged" and settled["merged_into"] is None
+    assert returns in settled["review_note"]
+    waiting = (await client.get("/v1/queue", headers=shop.owner,
+                                params={"status": "pending"})).json()
+    assert waiting["total"] == 0
+    audit = (await client.get("/v1/audit", headers=shop.owner,
+                              params={"subject_id": feedback_item})).json()
+    assert any(a["action"] == "queue.settled"
+               and a["after"]["already_known_by"] == returns for a in audit)
+
+
 async def test_an_answered_gap_with_a_known_answer_joins_that_entry(
         client: httpx.AsyncClient, shop: ShopKeys, runtime: Runtime) -> None:
     _, returns = await _seed(client, shop)
