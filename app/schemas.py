@@ -48,6 +48,9 @@ class SourceOut(Struct):
     similarity: float | None
     vector_rank: int | None
     lexical_rank: int | None
+    # To the mean of the entry's questions, plainly and in the shop's whitened space.
+    profile_similarity: float | None = None
+    discriminative_similarity: float | None = None
 
     @classmethod
     def of(cls, c: Candidate) -> SourceOut:
@@ -55,8 +58,14 @@ class SourceOut(Struct):
         return cls(entry_id=e.entry_id, knowledge_id=e.id, version=e.version,
                    question=e.question, answer=e.answer, category=e.category, source=e.source,
                    document_id=e.document_id, score=round(c.score, 6),
-                   similarity=None if c.similarity is None else round(c.similarity, 4),
-                   vector_rank=c.vector_rank, lexical_rank=c.lexical_rank)
+                   similarity=_rounded(c.similarity),
+                   vector_rank=c.vector_rank, lexical_rank=c.lexical_rank,
+                   profile_similarity=_rounded(c.profile_similarity),
+                   discriminative_similarity=_rounded(c.discriminative_similarity))
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
 
 
 class AnswerOut(Struct):

@@ -29,6 +29,11 @@ class Runtime:
     extras: dict[str, object] = field(default_factory=dict)
 
     async def close(self) -> None:
+        for extra in self.extras.values():
+            # Caches with background work (their `aclose`) finish before the pool closes.
+            closing = getattr(extra, "aclose", None)
+            if closing is not None:
+                await closing()
         await self.embedder.stop()
         await self.pool.close()
         if self.embedded is not None:
