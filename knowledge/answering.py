@@ -33,8 +33,15 @@ WHERE shop_id = $1 AND conversation_id = $2
   AND created_at > now() - interval '2 hours'
   AND embedding <=> $3 < $4
 """
+# $16 'off': the turn log need not wait for its WAL flush (a database crash may lose the last
+# fraction of a second of turns, never corrupt them), set for this statement's own transaction
+# so the log stays one round trip; NULL keeps the session's setting.
 LOG_TURN = """
-WITH turn AS (
+WITH durability AS (
+    SELECT set_config('synchronous_commit',
+                      coalesce($16::text, current_setting('synchronous_commit')), true)
+),
+turn AS (
     INSERT INTO conversation_memory (id, shop_id, conversation_id, user_id, channel, question,
                                      answer, tier, confidence, sources, embedding, metadata)
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
@@ -42,9 +49,8 @@ WITH turn AS (
 )
 INSERT INTO response_analytics (shop_id, conversation_id, response_text, response_type,
                                 response_time_ms, ab_test_variant, metrics)
-SELECT $2, id, $7, $8, $13, $14, $15 FROM turn
+SELECT $2, id, $7, $8, $13, $14, $15 FROM turn, durability
 """
-ASYNC_COMMIT = "SET LOCAL synchronous_commit = off"
 
 
 @dataclass(slots=True)
@@ -177,34 +183,34 @@ async def answer_question(rt: Runtime, shop: Shop, q: Question) -> Answer:
                    k: round(v, 3) for k, v in timings.items()}}
     # Nothing a customer wrote is stored unredacted.
     stored = rt.redactor.redact(text)
-    learns = q.learn and tier in {"fallback", "handover"}
+    logged = (shop.id, turn_id, conversation_id, stored.text, q, reply, tier, confidence,
+              sources, vector, metrics, int(timings["total_ms"]))
+    answer = Answer(turn_id=turn_id, conversation_id=conversation_id, tier=tier,
+                    confidence=confidence, text=reply, sources=sources, options=options,
+                    repeats=repeats, timings=timings)
+    if not (q.learn and tier in {"fallback", "handover"}):
+        async with rt.pool.acquire() as conn:
+            await _log_turn(conn, *logged, durable=False)
+        return answer
     async with rt.pool.acquire() as conn, conn.transaction():
-        if not learns:
-            # The turn log need not wait for its WAL flush: a database crash may lose the last
-            # fraction of a second of turns (never corrupt them), and answers stay fast.
-            await conn.execute(ASYNC_COMMIT)
-        await _log_turn(conn, shop.id, turn_id, conversation_id, stored.text, q, reply, tier,
-                        confidence, sources, vector, metrics, int(timings["total_ms"]))
-        if learns:
-            # A question nothing answered is a knowledge gap; asked again and again in one
-            # conversation, it is handed over. Either way the owner is asked for an answer,
-            # and repeats of it gather into one item.
-            await submit(rt, shop, ItemDraft(
-                kind="gap", source_type="gap" if tier == "fallback" else "handover",
-                question=stored.text[:rt.settings.max_question_chars], source_id=turn_id,
-                priority="high" if tier == "handover" else "normal",
-                metadata={"conversation_id": conversation_id, "repeats": repeats,
-                          "redacted": stored.counts}), SYSTEM, conn=conn, vector=vector)
-    return Answer(turn_id=turn_id, conversation_id=conversation_id, tier=tier,
-                  confidence=confidence, text=reply, sources=sources, options=options,
-                  repeats=repeats, timings=timings)
+        await _log_turn(conn, *logged, durable=True)
+        # A question nothing answered is a knowledge gap; asked again and again in one
+        # conversation, it is handed over. Either way the owner is asked for an answer, and
+        # repeats of it gather into one item.
+        await submit(rt, shop, ItemDraft(
+            kind="gap", source_type="gap" if tier == "fallback" else "handover",
+            question=stored.text[:rt.settings.max_question_chars], source_id=turn_id,
+            priority="high" if tier == "handover" else "normal",
+            metadata={"conversation_id": conversation_id, "repeats": repeats,
+                      "redacted": stored.counts}), SYSTEM, conn=conn, vector=vector)
+    return answer
 
 
 async def _log_turn(conn: Conn, shop_id: int, turn_id: uuid.UUID,
                     conversation_id: str, question: str, q: Question, reply: str, tier: str,
                     confidence: float, sources: list[Candidate], vector: Vector,
-                    metrics: dict[str, Any], latency_ms: int) -> None:
+                    metrics: dict[str, Any], latency_ms: int, durable: bool) -> None:
     await conn.execute(
         LOG_TURN, turn_id, shop_id, conversation_id, q.user_id, q.channel, question, reply, tier,
         confidence, [_source_json(c) for c in sources], vector, q.metadata, latency_ms,
-        q.ab_variant, metrics)
+        q.ab_variant, metrics, None if durable else "off")

@@ -116,6 +116,24 @@ async def test_each_turn_is_logged_with_analytics(client: httpx.AsyncClient, sho
     assert analytics["metrics"]["confidence"] == body["confidence"]
 
 
+async def test_the_turn_logs_relaxed_durability_does_not_outlive_it(
+        client: httpx.AsyncClient, shop: ShopKeys, runtime: Runtime) -> None:
+    """Turns are logged without waiting for the WAL flush; the signals written on the same
+    pooled connections afterwards (feedback, corrections) must still wait for it."""
+    await _load(client, shop)
+    for _ in range(runtime.pool.get_max_size() * 2):
+        r = await client.post("/v1/answer", headers=shop.bot,
+                              json={"question": "how long does shipping take"})
+        assert r.status_code == 200
+    held = [await runtime.pool.acquire() for _ in range(runtime.pool.get_max_size())]
+    try:
+        settings = {await c.fetchval("SHOW synchronous_commit") for c in held}
+    finally:
+        for c in held:
+            await runtime.pool.release(c)
+    assert settings == {"on"}
+
+
 async def test_repeated_question_clarifies_then_offers_options_then_hands_over(
         client: httpx.AsyncClient, shop: ShopKeys, runtime: Runtime) -> None:
     await _load(client, shop)
