@@ -19,6 +19,7 @@ import numpy as np
 
 from knowledge.db import Vector
 from knowledge.errors import Invalid, Unavailable
+from knowledge.onnx_encoder import OnnxEncoder
 from knowledge.settings import Settings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -34,6 +35,9 @@ _EQUIVALENT_COSINE = 0.9999
 _ONNX_DIR_NAME = "all-MiniLM-L6-v2-onnx-o2"
 _ONNX_FILE = "onnx/model_O2.onnx"
 _MARKER = "learnkb-verified"
+# Texts two ways of running the model must agree on: short and long, codes and plain words.
+_PROBES = [PROBE_TEXT, "Do you ship to Canada?", "SKU-4471X warranty claim",
+           "I ordered a grinder last week, it arrived broken and I want my money back"]
 
 
 def bundled_model_path() -> Path:
@@ -91,6 +95,11 @@ class Embedder:
     def ready(self) -> bool:
         return bool(self._models)
 
+    @property
+    def direct(self) -> bool:
+        """The model runs straight through onnxruntime (see knowledge/onnx_encoder.py)."""
+        return bool(self._models) and all(isinstance(m, OnnxEncoder) for m in self._models)
+
     def load(self) -> None:
         """Load the model once per worker (blocking; call at start-up, off the event loop)."""
         count = max(1, self.settings.embed_workers)
@@ -113,7 +122,7 @@ class Embedder:
                     model_kwargs={"file_name": _ONNX_FILE,
                                   "session_options": self._onnx_options()})
                 self.backend = "onnx"
-                return model
+                return self._lean(onnx_dir, model)
             except Exception:
                 log.exception("ONNX backend unavailable; falling back to torch")
         if self.settings.embed_threads > 0:
@@ -122,6 +131,24 @@ class Embedder:
             torch.set_num_threads(self.settings.embed_threads)
         self.backend = "torch"
         return SentenceTransformer(str(source), device="cpu")
+
+    def _lean(self, onnx_dir: Path, model: Any) -> Any:
+        """The same graph without sentence-transformers' per-call wrapping, when its vectors
+        are those of `model` (else `model` itself)."""
+        try:
+            lean = OnnxEncoder(onnx_dir, _ONNX_FILE, int(model.max_seq_length),
+                               self._onnx_options())
+            probes = [*_PROBES, " ".join(_PROBES) * 20]  # the last one is cut at the limit
+            expected = model.encode(probes, normalize_embeddings=True)
+            worst = float(np.min(np.sum(expected * lean.encode(probes), axis=1)))
+        except Exception:
+            log.exception("the direct ONNX path failed; using sentence-transformers' own")
+            return model
+        if worst < _EQUIVALENT_COSINE:
+            log.warning("the direct ONNX path differs (cosine %.6f); using "
+                        "sentence-transformers' own", worst)
+            return model
+        return lean
 
     def _onnx_options(self) -> Any:
         import onnxruntime
@@ -149,10 +176,8 @@ class Embedder:
         export_optimized_onnx_model(exported, "O2", str(staging))
         optimized = SentenceTransformer(str(staging), device="cpu", backend="onnx",
                                         model_kwargs={"file_name": _ONNX_FILE})
-        probes = [PROBE_TEXT, "Do you ship to Canada?", "SKU-4471X warranty claim",
-                  "I ordered a grinder last week, it arrived broken and I want my money back"]
-        a = reference.encode(probes, normalize_embeddings=True)
-        b = optimized.encode(probes, normalize_embeddings=True)
+        a = reference.encode(_PROBES, normalize_embeddings=True)
+        b = optimized.encode(_PROBES, normalize_embeddings=True)
         worst = float(np.min(np.sum(a * b, axis=1)))
         if worst < _EQUIVALENT_COSINE:
             shutil.rmtree(staging, ignore_errors=True)
@@ -170,10 +195,14 @@ class Embedder:
         if not self._models:
             raise Unavailable("the embedding model is not loaded")
         started = time.perf_counter()
-        matrix = self._models[worker].encode(
-            texts, batch_size=max(len(texts), 1), normalize_embeddings=True,
-            convert_to_numpy=True, show_progress_bar=False,
-        )
+        model = self._models[worker]
+        if isinstance(model, OnnxEncoder):
+            matrix = model.encode(texts)
+        else:
+            matrix = model.encode(
+                texts, batch_size=max(len(texts), 1), normalize_embeddings=True,
+                convert_to_numpy=True, show_progress_bar=False,
+            )
         self.stats.encode_seconds += time.perf_counter() - started
         out = [np.asarray(row, dtype=np.float32) for row in matrix]
         for vector in out:
