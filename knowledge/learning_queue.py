@@ -17,7 +17,7 @@ from knowledge.db import Conn, Queryable, Vector, in_transaction
 from knowledge.embedding import normalize_text
 from knowledge.entries import entry_with_answer
 from knowledge.errors import Invalid, NotFound
-from knowledge.retrieval import nearest_entries
+from knowledge.retrieval import cache_of, choose_path, nearest_entries
 from knowledge.runtime import Runtime
 from knowledge.shops import Shop
 
@@ -106,6 +106,8 @@ COLUMNS = _COLUMNS
 _NAMES = tuple(c.strip() for c in _COLUMNS.split(","))
 
 # Exact within the shop (the shop's open and rejected items are few): nearest questions first.
+# A shop's open items of one kind, the nearest first: exactly (OFFSET 0 keeps the planner from
+# walking the HNSW index and filtering afterwards) while they are few ...
 NEAREST_ITEMS = """
 SELECT id, status, kind, question, proposed_content, 1 - distance AS similarity
 FROM (SELECT id, status, kind, question, proposed_content, embedding <=> $2 AS distance
@@ -115,6 +117,26 @@ FROM (SELECT id, status, kind, question, proposed_content, embedding <=> $2 AS d
 ORDER BY distance
 LIMIT $4
 """
+# ... and through idx_learning_open_hnsw with iterative scans (relaxed order, so re-sorted) once
+# they are many and a fair share of the index.
+NEAREST_ITEMS_HNSW = """
+SELECT id, status, kind, question, proposed_content, 1 - distance AS similarity
+FROM (SELECT id, status, kind, question, proposed_content, embedding <=> $2 AS distance
+      FROM learning_queue
+      WHERE shop_id = $1 AND status IN ('pending', 'approved', 'rejected') AND kind = $3
+      ORDER BY embedding <=> $2
+      LIMIT $4) AS open_items
+ORDER BY distance
+"""
+COUNT_OPEN_ITEMS = """
+SELECT count(*) AS shop,
+       greatest((SELECT reltuples FROM pg_class
+                 WHERE oid = 'idx_learning_open_hnsw'::regclass), count(*))::bigint AS total
+FROM learning_queue
+WHERE shop_id = $1 AND status IN ('pending', 'approved', 'rejected') AND kind = $2
+"""
+# Up to this many open items of a shop and kind are compared exactly (about 1.5 ms at 1,000).
+QUEUE_EXACT_MAX_ITEMS = 1_000
 # The second look, under the lock, need only see items the first one could not: committed
 # since it began. New items are inserted under the lock and committed right after, and their
 # created_at is the moment of insertion, so items stamped since a little before this
@@ -297,11 +319,18 @@ async def submit(rt: Runtime, shop: Shop, draft: ItemDraft, actor: Principal,
     return await _submit(rt, conn, shop, draft, actor, vector)
 
 
-async def _merge_existing(conn: Conn, shop: Shop, draft: ItemDraft, actor: Principal,
+async def _nearest_items_query(rt: Runtime, conn: Conn, shop_id: int, kind: str) -> str:
+    size, total = await cache_of(rt).counted(conn, ("queue", shop_id, kind), COUNT_OPEN_ITEMS,
+                                             shop_id, kind)
+    path = choose_path(size, total, QUEUE_EXACT_MAX_ITEMS, rt.settings.hnsw_min_shop_fraction)
+    return NEAREST_ITEMS if path == "exact" else NEAREST_ITEMS_HNSW
+
+
+async def _merge_existing(rt: Runtime, conn: Conn, shop: Shop, draft: ItemDraft, actor: Principal,
                           vector: Vector, signal: dict[str, Any],
                           recent: bool = False) -> Submitted | None:
     """The same question already in the queue: merge (or count it on a dismissed item)."""
-    query = RECENT_ITEMS if recent else NEAREST_ITEMS
+    query = RECENT_ITEMS if recent else await _nearest_items_query(rt, conn, shop.id, draft.kind)
     for row in await conn.fetch(query, shop.id, vector, draft.kind, NEIGHBOURS):
         if not same_question(row["similarity"], row["question"], draft.question, shop):
             continue
@@ -339,7 +368,7 @@ async def _submit(rt: Runtime, conn: Conn, shop: Shop, draft: ItemDraft, actor: 
                   vector: Vector) -> Submitted:
     signal = _signal(draft)
     # 1. The same question already in the queue.
-    merged = await _merge_existing(conn, shop, draft, actor, vector, signal)
+    merged = await _merge_existing(rt, conn, shop, draft, actor, vector, signal)
     if merged is not None:
         return merged
     # 2. Compare with live knowledge.
@@ -386,7 +415,8 @@ async def _submit(rt: Runtime, conn: Conn, shop: Shop, draft: ItemDraft, actor: 
     # 3. New. Two identical signals at the same moment must not both get here: new items of a
     # shop and kind are inserted one at a time, and the queue is looked at again under that lock.
     await conn.execute(LOCK_NEW_ITEMS, QUEUE_LOCK_CLASS[draft.kind], shop.id)
-    merged = await _merge_existing(conn, shop, draft, actor, vector, signal, recent=True)
+    merged = await _merge_existing(rt, conn, shop, draft, actor, vector, signal,
+                                    recent=True)
     if merged is not None:
         return merged
     # Approved at once when confident enough, unless it contradicts live knowledge.

@@ -238,19 +238,25 @@ class RetrievalCache:
     def __init__(self, pool: asyncpg.Pool, ttl_seconds: float = 30.0) -> None:
         self.ttl = ttl_seconds
         self.whitening = WhiteningCache(pool)
-        self._sizes: dict[int, tuple[tuple[int, int], float]] = {}
+        self._sizes: dict[tuple[object, ...], tuple[tuple[int, int], float]] = {}
         self._common: tuple[list[str], float] | None = None
 
     async def shop_vectors(self, conn: Queryable, shop_id: int) -> tuple[int, int]:
         """(vectors of this shop, vectors of all shops), the latter estimated."""
+        return await self.counted(conn, ("vectors", shop_id), COUNT_SHOP_VECTORS, shop_id)
+
+    async def counted(self, conn: Queryable, key: tuple[object, ...], sql: str,
+                      *args: object) -> tuple[int, int]:
+        """(rows of a shop, rows of all shops) from `sql`, which returns `shop` and `total`;
+        cached for the TTL under `key`, whose second element is the shop."""
         now = time.monotonic()
-        hit = self._sizes.get(shop_id)
+        hit = self._sizes.get(key)
         if hit is not None and hit[1] > now:
             return hit[0]
-        row = await conn.fetchrow(COUNT_SHOP_VECTORS, shop_id)
+        row = await conn.fetchrow(sql, *args)
         assert row is not None
         sizes = (int(row["shop"]), int(row["total"]))
-        self._sizes[shop_id] = (sizes, now + self.ttl)
+        self._sizes[key] = (sizes, now + self.ttl)
         return sizes
 
     async def common_lexemes(self, conn: Queryable,
@@ -268,7 +274,8 @@ class RetrievalCache:
             self._sizes.clear()
             self._common = None
         else:
-            self._sizes.pop(shop_id, None)
+            for key in [k for k in self._sizes if k[1] == shop_id]:
+                del self._sizes[key]
 
     async def aclose(self) -> None:
         await self.whitening.aclose()

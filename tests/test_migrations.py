@@ -46,7 +46,9 @@ async def test_two_processes_migrating_at_once_apply_each_file_once(database_url
     assert tables >= EXPECTED_TABLES
     assert {"daily_learning_metrics", "response_performance_metrics"} <= views
     assert "hnsw" in indexes["idx_kv_embedding_hnsw"]
-    assert "hnsw" in indexes["idx_learning_embedding_hnsw"]
+    # The queue's HNSW index holds open items only (migration 0010).
+    assert "hnsw" in indexes["idx_learning_open_hnsw"]
+    assert "WHERE" in indexes["idx_learning_open_hnsw"]
     assert "hnsw" in indexes["idx_transcripts_embedding_hnsw"]
     assert "gin" in indexes["idx_kb_search_tsv"]
     assert "WHERE" in indexes["idx_learning_pending"]

@@ -1,0 +1,61 @@
+"""Deduplication's search of a large queue (HNSW with iterative scans) finds what an exact
+scan finds, and a repeat still merges on that path."""
+
+from __future__ import annotations
+
+import asyncio
+
+from knowledge import shops
+from knowledge.access import CLI_ADMIN
+from knowledge.learning_queue import (
+    NEAREST_ITEMS,
+    NEAREST_ITEMS_HNSW,
+    NEIGHBOURS,
+    QUEUE_EXACT_MAX_ITEMS,
+    ItemDraft,
+    _nearest_items_query,
+    submit,
+)
+from knowledge.retrieval import cache_of
+from knowledge.runtime import Runtime
+from tests.conftest import make_shop
+from tests.test_retrieval_exact import _questions
+
+
+async def test_a_large_queue_is_searched_through_the_index_as_well_as_exactly(
+        runtime: Runtime) -> None:
+    keys = await make_shop(runtime, "bigqueue")
+    shop = await shops.get_shop(runtime.pool, keys.shop_id)
+    count = QUEUE_EXACT_MAX_ITEMS + 200
+    texts = list(dict.fromkeys(_questions(count + 400, seed=11)))[:count]
+    vectors = await runtime.embedder.embed_many(texts)
+    gate = asyncio.Semaphore(4)
+
+    async def one(i: int) -> str:
+        async with gate:
+            queued = await submit(runtime, shop, ItemDraft(
+                kind="answer", source_type="manual", question=texts[i],
+                answer=f"Answer number {i}.", confidence=60), CLI_ADMIN, vector=vectors[i])
+            return queued.outcome
+
+    outcomes = await asyncio.gather(*(one(i) for i in range(count)))
+    assert outcomes.count("new") >= count * 0.95
+    cache_of(runtime).forget(shop.id)
+    async with runtime.pool.acquire() as conn:
+        assert await _nearest_items_query(runtime, conn, shop.id, "answer") == NEAREST_ITEMS_HNSW
+        probes = await runtime.embedder.embed_many(_questions(30, seed=12))
+        recalls = []
+        for probe in probes:
+            exact = [r["id"] for r in await conn.fetch(NEAREST_ITEMS, shop.id, probe, "answer",
+                                                       NEIGHBOURS)]
+            indexed = [r["id"] for r in await conn.fetch(NEAREST_ITEMS_HNSW, shop.id, probe,
+                                                         "answer", NEIGHBOURS)]
+            recalls.append(len(set(exact) & set(indexed)) / len(exact))
+    assert sum(recalls) / len(recalls) >= 0.95, recalls
+
+    # The same question with the same answer, on the index path: merged, not a new item.
+    again = await submit(runtime, shop, ItemDraft(
+        kind="answer", source_type="manual", question=texts[7], answer="Answer number 7.",
+        confidence=60), CLI_ADMIN)
+    assert again.outcome == "merged" and again.item is not None
+    assert again.item.observations == 2
