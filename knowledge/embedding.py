@@ -139,7 +139,7 @@ class Embedder:
             lean = OnnxEncoder(onnx_dir, _ONNX_FILE, int(model.max_seq_length),
                                self._onnx_options())
             probes = [*_PROBES, " ".join(_PROBES) * 20]  # the last one is cut at the limit
-            expected = model.encode(probes, normalize_embeddings=True)
+            expected = model.encode(probes, normalize_embeddings=True, show_progress_bar=False)
             worst = float(np.min(np.sum(expected * lean.encode(probes), axis=1)))
         except Exception:
             log.exception("the direct ONNX path failed; using sentence-transformers' own")

@@ -105,7 +105,6 @@ _COLUMNS = ("id, shop_id, status, kind, source_type, source_id, question, propos
 COLUMNS = _COLUMNS
 _NAMES = tuple(c.strip() for c in _COLUMNS.split(","))
 
-# Exact within the shop (the shop's open and rejected items are few): nearest questions first.
 # A shop's open items of one kind, the nearest first: exactly (OFFSET 0 keeps the planner from
 # walking the HNSW index and filtering afterwards) while they are few ...
 NEAREST_ITEMS = """
@@ -138,19 +137,20 @@ WHERE shop_id = $1 AND status IN ('pending', 'approved', 'rejected') AND kind = 
 # Up to this many open items of a shop and kind are compared exactly (about 1.5 ms at 1,000).
 QUEUE_EXACT_MAX_ITEMS = 1_000
 # The second look, under the lock, need only see items the first one could not: committed
-# since it began. New items are inserted under the lock and committed right after, and their
-# created_at is the moment of insertion, so items stamped since a little before this
-# transaction began are enough (10 s is far more than an insert-to-commit takes).
+# since it began. A new item's created_at is the moment of its insertion, a few milliseconds
+# before its commit, so items stamped in the last 10 s are more than enough. $5, the caller's
+# own new item, is not a duplicate of itself.
 RECENT_ITEMS = """
 SELECT id, status, kind, question, proposed_content, 1 - distance AS similarity
 FROM (SELECT id, status, kind, question, proposed_content, embedding <=> $2 AS distance
       FROM learning_queue
       WHERE shop_id = $1 AND status IN ('pending', 'approved', 'rejected') AND kind = $3
-        AND created_at > now() - interval '10 seconds'
+        AND created_at > now() - interval '10 seconds' AND id <> $5
       OFFSET 0) AS recent_items
 ORDER BY distance
 LIMIT $4
 """
+WITHDRAW_ITEM = "DELETE FROM learning_queue WHERE id = $1"
 ENTRY_TEXT = """
 SELECT entry_id, question, variants, answer FROM knowledge_base_rag
 WHERE shop_id = $1 AND entry_id = ANY($2::uuid[]) AND valid_to IS NULL
@@ -326,12 +326,19 @@ async def _nearest_items_query(rt: Runtime, conn: Conn, shop_id: int, kind: str)
     return NEAREST_ITEMS if path == "exact" else NEAREST_ITEMS_HNSW
 
 
-async def _merge_existing(rt: Runtime, conn: Conn, shop: Shop, draft: ItemDraft, actor: Principal,
-                          vector: Vector, signal: dict[str, Any],
-                          recent: bool = False) -> Submitted | None:
-    """The same question already in the queue: merge (or count it on a dismissed item)."""
-    query = RECENT_ITEMS if recent else await _nearest_items_query(rt, conn, shop.id, draft.kind)
-    for row in await conn.fetch(query, shop.id, vector, draft.kind, NEIGHBOURS):
+async def _merge_existing(rt: Runtime, conn: Conn, shop: Shop, draft: ItemDraft,
+                          actor: Principal, vector: Vector, signal: dict[str, Any],
+                          inserted: UUID | None = None) -> Submitted | None:
+    """The same question already in the queue: merge (or count it on a dismissed item).
+
+    With `inserted` (the item just inserted for this draft), only items committed since the
+    first look are compared: the second look, under the lock."""
+    if inserted is None:
+        query = await _nearest_items_query(rt, conn, shop.id, draft.kind)
+        rows = await conn.fetch(query, shop.id, vector, draft.kind, NEIGHBOURS)
+    else:
+        rows = await conn.fetch(RECENT_ITEMS, shop.id, vector, draft.kind, NEIGHBOURS, inserted)
+    for row in rows:
         if not same_question(row["similarity"], row["question"], draft.question, shop):
             continue
         if draft.kind == "answer" and not same_answer(row["proposed_content"], draft.answer,
@@ -412,13 +419,6 @@ async def _submit(rt: Runtime, conn: Conn, shop: Shop, draft: ItemDraft, actor: 
     routed = answered_by is not None and conflict_id is None
     if routed:
         target = answered_by
-    # 3. New. Two identical signals at the same moment must not both get here: new items of a
-    # shop and kind are inserted one at a time, and the queue is looked at again under that lock.
-    await conn.execute(LOCK_NEW_ITEMS, QUEUE_LOCK_CLASS[draft.kind], shop.id)
-    merged = await _merge_existing(rt, conn, shop, draft, actor, vector, signal,
-                                    recent=True)
-    if merged is not None:
-        return merged
     # Approved at once when confident enough, unless it contradicts live knowledge.
     confident = draft.confidence >= shop.auto_approve_threshold and draft.kind == "answer"
     if conflict_id is not None:
@@ -429,11 +429,21 @@ async def _submit(rt: Runtime, conn: Conn, shop: Shop, draft: ItemDraft, actor: 
         # the shop wants a person to approve everything (a threshold of 100).
         confident = shop.auto_approve_threshold < 100 and draft.kind == "answer"
     status = "approved" if confident else "pending"
+    # 3. New. The row (and its index entries, the costly part) is written first; then, under a
+    # lock per shop and kind, the queue is looked at again for items committed since the first
+    # look. Two identical signals at the same moment thus cannot both stay: the later one to
+    # take the lock sees the other's committed item, merges into it and withdraws its own.
     item = item_from_row(await conn.fetchrow(
         INSERT_ITEM, shop.id, status, draft.kind, draft.source_type, draft.source_id,
         draft.question, draft.answer, draft.category, vector, draft.confidence, draft.priority,
         conflict_id, nearest_id, nearest_similarity, target, [signal],
         {**draft.metadata, PHRASING_ONLY: True} if routed else draft.metadata))
+    await conn.execute(LOCK_NEW_ITEMS, QUEUE_LOCK_CLASS[draft.kind], shop.id)
+    merged = await _merge_existing(rt, conn, shop, draft, actor, vector, signal,
+                                   inserted=item.id)
+    if merged is not None:
+        await conn.execute(WITHDRAW_ITEM, item.id)
+        return merged
     outcome = "conflict" if conflict_id is not None else "new"
     await audit.record(conn, shop_id=shop.id, actor=actor, action=f"queue.{outcome}",
                        subject_type="queue", subject_id=item.id, after=item.summary())
