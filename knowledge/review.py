@@ -11,7 +11,7 @@ from knowledge import audit
 from knowledge.access import Principal
 from knowledge.db import Conn, Queryable
 from knowledge.errors import Conflict, Invalid, NotFound
-from knowledge.learning_queue import COLUMNS, QueueItem, item_from_row
+from knowledge.learning_queue import COLUMNS, KEPT_SIGNALS, QueueItem, item_from_row
 from knowledge.runtime import Runtime
 
 SORTS = {
@@ -73,7 +73,10 @@ WITH source AS (
 )
 UPDATE learning_queue AS target
 SET observations = target.observations + source.observations,
-    signals = target.signals || source.signals
+    signals = (SELECT coalesce(jsonb_agg(e ORDER BY i), '[]'::jsonb)
+               FROM jsonb_array_elements(target.signals || source.signals)
+                    WITH ORDINALITY AS kept(e, i)
+               WHERE i <= {KEPT_SIGNALS})
 FROM source
 WHERE target.id = $2
 RETURNING {", ".join(f"target.{c.strip()}" for c in COLUMNS.split(","))}

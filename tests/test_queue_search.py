@@ -8,6 +8,8 @@ import asyncio
 from knowledge import shops
 from knowledge.access import CLI_ADMIN
 from knowledge.learning_queue import (
+    DEDUP_EF_SEARCH,
+    KEPT_SIGNALS,
     NEAREST_ITEMS,
     NEAREST_ITEMS_HNSW,
     NEIGHBOURS,
@@ -41,8 +43,9 @@ async def test_a_large_queue_is_searched_through_the_index_as_well_as_exactly(
     outcomes = await asyncio.gather(*(one(i) for i in range(count)))
     assert outcomes.count("new") >= count * 0.95
     cache_of(runtime).forget(shop.id)
-    async with runtime.pool.acquire() as conn:
+    async with runtime.pool.acquire() as conn, conn.transaction():
         assert await _nearest_items_query(runtime, conn, shop.id, "answer") == NEAREST_ITEMS_HNSW
+        await conn.execute(DEDUP_EF_SEARCH)  # as deduplication searches
         probes = await runtime.embedder.embed_many(_questions(30, seed=12))
         recalls = []
         for probe in probes:
@@ -59,3 +62,15 @@ async def test_a_large_queue_is_searched_through_the_index_as_well_as_exactly(
         confidence=60), CLI_ADMIN)
     assert again.outcome == "merged" and again.item is not None
     assert again.item.observations == 2
+
+
+async def test_an_item_counts_every_repeat_but_keeps_a_bounded_list_of_signals(
+        runtime: Runtime) -> None:
+    keys = await make_shop(runtime, "popular")
+    shop = await shops.get_shop(runtime.pool, keys.shop_id)
+    draft = ItemDraft(kind="gap", source_type="gap", question="Do you deliver on Sundays?")
+    for _ in range(KEPT_SIGNALS + 5):
+        last = await submit(runtime, shop, draft, CLI_ADMIN)
+    assert last.item is not None
+    assert last.item.observations == KEPT_SIGNALS + 5
+    assert len(last.item.signals) == KEPT_SIGNALS
