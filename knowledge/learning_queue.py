@@ -156,10 +156,6 @@ ORDER BY distance
 LIMIT $4
 """
 WITHDRAW_ITEM = "DELETE FROM learning_queue WHERE id = $1"
-ENTRY_TEXT = """
-SELECT entry_id, question, variants, answer FROM knowledge_base_rag
-WHERE shop_id = $1 AND entry_id = ANY($2::uuid[]) AND valid_to IS NULL
-"""
 INSERT_ITEM = f"""
 INSERT INTO learning_queue (shop_id, status, kind, source_type, source_id, question,
     proposed_content, category, embedding, confidence_score, priority, conflict_entry_id,
@@ -390,8 +386,6 @@ async def _submit(rt: Runtime, conn: Conn, shop: Shop, draft: ItemDraft, actor: 
         return merged
     # 2. Compare with live knowledge.
     nearest = await nearest_entries(rt, conn, shop.id, vector, NEIGHBOURS)
-    texts = {r["entry_id"]: r for r in await conn.fetch(
-        ENTRY_TEXT, shop.id, [entry_id for entry_id, _ in nearest])} if nearest else {}
     nearest_id: UUID | None = None
     nearest_similarity: float | None = None
     conflict_id: UUID | None = None
@@ -401,16 +395,14 @@ async def _submit(rt: Runtime, conn: Conn, shop: Shop, draft: ItemDraft, actor: 
     # reason to change the entry that was served.
     answered_by = (await entry_with_answer(conn, shop.id, draft.answer)
                    if draft.kind == "answer" and draft.answer else None)
-    for entry_id, similarity in nearest:
-        entry = texts.get(entry_id)
-        if entry is None:
-            continue
+    for entry in nearest:
+        entry_id, similarity = entry.entry_id, entry.similarity
         if nearest_id is None:
             nearest_id, nearest_similarity = entry_id, similarity
-        asked = [entry["question"], *entry["variants"]]
+        asked = [entry.question, *entry.variants]
         if not any(same_question(similarity, q, draft.question, shop) for q in asked if q):
             continue
-        if draft.kind == "answer" and same_answer(entry["answer"], draft.answer,
+        if draft.kind == "answer" and same_answer(entry.answer, draft.answer,
                                                 shop.dedup_answer_ratio):
             if (draft.metadata.get("turn_id") and draft.question not in asked
                     and entry_id == answered_by):

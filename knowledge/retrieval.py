@@ -114,11 +114,19 @@ HYBRID_EXACT = _HYBRID_TEMPLATE.format(nearest=_EXACT_NEAREST.format(limit="$5")
 HYBRID_HNSW = _HYBRID_TEMPLATE.format(nearest=_HNSW_NEAREST.format(limit="$5"),
                                       entry_columns=_KB_COLUMNS)
 
-# The few live entries nearest a vector, by their best question vector (for deduplication).
+# The few live entries nearest a vector, by their best question vector, with the texts
+# deduplication compares (one round trip).
 _NEAREST_ENTRIES = """
-WITH {nearest}
-SELECT entry_id, min(distance) AS distance FROM nearest
-GROUP BY entry_id ORDER BY 2 LIMIT $4
+WITH {nearest},
+best AS (
+    SELECT entry_id, min(distance) AS distance FROM nearest
+    GROUP BY entry_id ORDER BY 2 LIMIT $4
+)
+SELECT best.entry_id, best.distance, kb.question, kb.variants, kb.answer
+FROM best
+JOIN knowledge_base_rag AS kb
+  ON kb.shop_id = $1 AND kb.entry_id = best.entry_id AND kb.valid_to IS NULL
+ORDER BY best.distance
 """
 NEAREST_ENTRIES_EXACT = _NEAREST_ENTRIES.format(nearest=_EXACT_NEAREST.format(limit="$3"))
 NEAREST_ENTRIES_HNSW = _NEAREST_ENTRIES.format(nearest=_HNSW_NEAREST.format(limit="$3"))
@@ -350,16 +358,26 @@ def choose_path(shop_vectors: int, all_vectors: int, exact_max: int,
     return "hnsw"
 
 
+@dataclass(frozen=True, slots=True)
+class NearEntry:
+    entry_id: UUID
+    similarity: float             # of its nearest question vector
+    question: str | None
+    variants: list[str]
+    answer: str
+
+
 async def nearest_entries(rt: Runtime, conn: Queryable, shop_id: int, vector: Vector,
-                          k: int) -> list[tuple[UUID, float]]:
-    """(entry_id, cosine similarity) of the k nearest live entries, searched as answering
+                          k: int) -> list[NearEntry]:
+    """The k nearest live entries with their texts, nearest first, searched as answering
     searches: exactly for small shops, through HNSW for large ones."""
     s = rt.settings
     size, total = await cache_of(rt).shop_vectors(conn, shop_id)
     path = choose_path(size, total, s.exact_search_max_vectors, s.hnsw_min_shop_fraction)
     sql = NEAREST_ENTRIES_EXACT if path == "exact" else NEAREST_ENTRIES_HNSW
     rows = await conn.fetch(sql, shop_id, vector, k * _VECTORS_PER_CANDIDATE, k)
-    return [(r["entry_id"], 1.0 - float(r["distance"])) for r in rows]
+    return [NearEntry(r["entry_id"], 1.0 - float(r["distance"]), r["question"],
+                      list(r["variants"] or []), r["answer"]) for r in rows]
 
 
 async def search(rt: Runtime, shop_id: int, question: str, vector: Vector,
