@@ -164,7 +164,10 @@ async def answer_question(rt: Runtime, shop: Shop, q: Question) -> Answer:
         _count_repeats(rt, shop.id, q.conversation_id, vector),
     )
     best = result.candidates[0] if result.candidates else None
-    runner_up = result.candidates[1] if len(result.candidates) > 1 else None
+    # The strongest other candidate by plain evidence, wherever the order put it: when the
+    # shop's whitened view prefers `best` but another entry has more plain evidence, that is a
+    # near tie to be unsure about.
+    runner_up = max(result.candidates[1:], key=lambda c: c.evidence, default=None)
     confidence = confidence_of(best, runner_up)
     fallback = is_fallback(best, rt.settings.fallback_min_similarity)
     tier = choose_tier(confidence, shop, repeats, fallback)

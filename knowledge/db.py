@@ -160,7 +160,8 @@ PING = "SELECT 1"
 # PostgreSQL rolled the transaction back to break a deadlock or a serialization conflict: it
 # did nothing, and running it again is safe.
 TRANSIENT_ERRORS = (asyncpg.exceptions.DeadlockDetectedError,
-                    asyncpg.exceptions.SerializationError)
+                    asyncpg.exceptions.SerializationError,
+                    asyncpg.exceptions.LockNotAvailableError)
 
 
 async def in_transaction(pool: asyncpg.Pool, work: Callable[[Conn], Awaitable[T]],

@@ -137,20 +137,28 @@ WHERE shop_id = $1 AND status IN ('pending', 'approved', 'rejected') AND kind = 
 # Up to this many open items of a shop and kind are compared exactly: a queue row is wide, and
 # an exact scan costs about 2.6 us an item (5.4 ms at 2,000), the index about 1 ms at any size.
 QUEUE_EXACT_MAX_ITEMS = 300
-# Deduplication asks for the few nearest items and entries of a question, and a duplicate lies
-# very near: a narrower HNSW search than answering's finds it (at 2,000 items recall@5 was 1.0
-# at 40, and the knowledge search 1.4 ms instead of 2.4 ms at 100). For this transaction only.
-DEDUP_EF_SEARCH = "SELECT set_config('hnsw.ef_search', '40', true)"
+# For the signal's transaction only:
+# - deduplication asks for the few nearest items and entries of a question, and a duplicate
+#   lies very near: a narrower HNSW search than answering's finds it (at 2,000 items recall@5
+#   was 1.0 at 40, and the knowledge search 1.4 ms instead of 2.4 ms at 100);
+# - no lock is waited for longer than LOCK_WAIT: a new item is inserted before the queue lock
+#   is taken, and the second look under it sees items inserted in the last RECENT_SECONDS, so
+#   insertion to commit must stay well inside that (a transaction that times out is retried).
+LOCK_WAIT = "5s"
+RECENT_SECONDS = 10
+DEDUP_SETTINGS = f"""
+SELECT set_config('hnsw.ef_search', '40', true), set_config('lock_timeout', '{LOCK_WAIT}', true)
+"""
 # The second look, under the lock, need only see items the first one could not: committed
-# since it began. A new item's created_at is the moment of its insertion, a few milliseconds
-# before its commit, so items stamped in the last 10 s are more than enough. $5, the caller's
-# own new item, is not a duplicate of itself.
-RECENT_ITEMS = """
+# since it began. A new item's created_at is the moment of its insertion, at most LOCK_WAIT
+# (and a few milliseconds) before its commit, so items stamped in the last RECENT_SECONDS are
+# enough. $5, the caller's own new item, is not a duplicate of itself.
+RECENT_ITEMS = f"""
 SELECT id, status, kind, question, proposed_content, 1 - distance AS similarity
 FROM (SELECT id, status, kind, question, proposed_content, embedding <=> $2 AS distance
       FROM learning_queue
       WHERE shop_id = $1 AND status IN ('pending', 'approved', 'rejected') AND kind = $3
-        AND created_at > now() - interval '10 seconds' AND id <> $5
+        AND created_at > now() - interval '{RECENT_SECONDS} seconds' AND id <> $5
       OFFSET 0) AS recent_items
 ORDER BY distance
 LIMIT $4
@@ -379,7 +387,7 @@ def settles_conflict(draft: ItemDraft) -> bool:
 async def _submit(rt: Runtime, conn: Conn, shop: Shop, draft: ItemDraft, actor: Principal,
                   vector: Vector) -> Submitted:
     signal = _signal(draft)
-    await conn.execute(DEDUP_EF_SEARCH)
+    await conn.execute(DEDUP_SETTINGS)
     # 1. The same question already in the queue.
     merged = await _merge_existing(rt, conn, shop, draft, actor, vector, signal)
     if merged is not None:

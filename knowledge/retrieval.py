@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from uuid import UUID
 
 import asyncpg
@@ -167,6 +167,8 @@ class Candidate:
     lexemes_matched: tuple[str, ...]
     lexemes_asked: tuple[str, ...]
     score: float                  # the fused (reciprocal rank) score
+    # Puts the whitened blend on the plain scale for this question (see `ordered`).
+    rank_offset: float = 0.0
 
     @property
     def lexical_coverage(self) -> float:
@@ -197,15 +199,22 @@ class Candidate:
         return PROFILE_WEIGHT * self.profile_similarity + (1 - PROFILE_WEIGHT) * self.similarity
 
     @property
-    def rank_fit(self) -> float:
-        """What entries are ordered by: fit, with the shop's whitened view of its questions
-        taking part when it is known."""
+    def blend(self) -> float | None:
+        """Best question, mean of questions and whitened mean (RANK_WEIGHTS), when all three
+        are known."""
         if (self.discriminative_similarity is None or self.similarity is None
                 or self.profile_similarity is None):
-            return self.fit
+            return None
         best, profile, discriminative = RANK_WEIGHTS
         return (best * self.similarity + profile * self.profile_similarity
                 + discriminative * self.discriminative_similarity)
+
+    @property
+    def rank_fit(self) -> float:
+        """What entries are ordered by: fit, with the shop's whitened view of its questions
+        taking part when it is known."""
+        blend = self.blend
+        return self.fit if blend is None else blend + self.rank_offset
 
     @property
     def semantic(self) -> float:
@@ -328,10 +337,27 @@ def fuse(rows: list[asyncpg.Record], rrf_k: int,
             lexemes_matched=tuple(row["lexemes_matched"]),
             lexemes_asked=tuple(row["lexemes_asked"]),
             score=score))
+    return ordered(out)
+
+
+def ordered(candidates: list[Candidate]) -> list[Candidate]:
+    """Candidates best first.
+
+    Whitened similarities run lower than plain ones, so the blend is moved, for this question,
+    onto the plain scale: the candidate with the highest plain fit among those that have a
+    blend keeps its plain fit, and the others keep their distance to it. The whitened view
+    thus reorders those candidates among themselves without lifting or sinking them as a group
+    against candidates that have no blend (a document chunk, an entry found by its words).
+    """
+    blended = [c for c in candidates if c.blend is not None]
+    if blended:
+        anchor = max(blended, key=lambda c: c.fit)
+        offset = anchor.fit - (anchor.blend or 0.0)
+        candidates = [replace(c, rank_offset=offset) if c.blend is not None else c
+                      for c in candidates]
     # Evidence saturates at a similarity of SIMILARITY_FULL; among entries past it, the nearer
     # one is still the likelier.
-    out.sort(key=lambda c: (-round(c.rank_evidence, 6), -c.rank_fit, -c.score))
-    return out
+    return sorted(candidates, key=lambda c: (-round(c.rank_evidence, 6), -c.rank_fit, -c.score))
 
 
 def whitened(matrix: NDArray[np.float32] | None, vector: Vector,
@@ -395,6 +421,6 @@ async def search(rt: Runtime, shop_id: int, question: str, vector: Vector,
         rows = await conn.fetch(sql, shop_id, vector, question, common,
                                 candidates * _VECTORS_PER_CANDIDATE, candidates)
         sql_ms = (time.perf_counter() - started) * 1000
-        matrix = await cache.whitening.matrix(conn, shop_id)
+    matrix = cache.whitening.matrix(shop_id)
     return SearchResult(fuse(rows, s.rrf_k, whitened(matrix, vector, rows))[:limit], path,
                         sql_ms)

@@ -110,8 +110,9 @@ class _Cached:
 
 
 class WhiteningCache:
-    """Each shop's matrix, computed on first use and refreshed in the background when the
-    shop's questions change, so answering never waits for a recomputation."""
+    """Each shop's matrix, computed in the background on first use and again when the shop's
+    questions change, so answering never waits for one: until a shop's first matrix is ready
+    it is ranked without (as a shop whose spread cannot be measured is)."""
 
     def __init__(self, pool: asyncpg.Pool, ttl: float = TTL_SECONDS,
                  shops: int = CACHED_SHOPS) -> None:
@@ -120,35 +121,50 @@ class WhiteningCache:
         self.shops = shops
         self._cached: OrderedDict[int, _Cached] = OrderedDict()
         self._refreshing: dict[int, asyncio.Task[None]] = {}
+        # Bumped by `stale`: a recomputation that began before a change must not count as
+        # having seen it.
+        self._generation: dict[int, int] = {}
 
-    async def matrix(self, conn: Queryable, shop_id: int) -> NDArray[np.float32] | None:
+    def matrix(self, shop_id: int) -> NDArray[np.float32] | None:
         now = time.monotonic()
         hit = self._cached.get(shop_id)
-        if hit is None:
-            stamp = await self._stamp(conn, shop_id)
-            self._store(shop_id, _Cached(await compute(conn, shop_id), stamp, now))
-            return self._cached[shop_id].matrix
-        self._cached.move_to_end(shop_id)
-        if now - hit.checked > self.ttl and shop_id not in self._refreshing:
+        if hit is not None:
+            self._cached.move_to_end(shop_id)
+            if now - hit.checked <= self.ttl:
+                return hit.matrix
             hit.checked = now
-            task = asyncio.create_task(self._refresh(shop_id, hit.stamp))
+        if shop_id not in self._refreshing:
+            task = asyncio.create_task(
+                self._refresh(shop_id, hit.stamp if hit else None,
+                              self._generation.get(shop_id, 0)))
             self._refreshing[shop_id] = task
             task.add_done_callback(lambda _: self._refreshing.pop(shop_id, None))
-        return hit.matrix
+        return hit.matrix if hit else None
+
+    async def ready(self, shop_id: int) -> NDArray[np.float32] | None:
+        """The shop's matrix once any recomputation under way has finished."""
+        task = self._refreshing.get(shop_id)
+        if task is not None:
+            await asyncio.shield(task)
+        hit = self._cached.get(shop_id)
+        return hit.matrix if hit else None
 
     async def _stamp(self, conn: Queryable, shop_id: int) -> tuple[int, int]:
         row = await conn.fetchrow(QUESTIONS_STAMP, shop_id)
         assert row is not None
         return int(row["n"]), int(row["newest"])
 
-    async def _refresh(self, shop_id: int, known: tuple[int, int]) -> None:
+    async def _refresh(self, shop_id: int, known: tuple[int, int] | None,
+                       generation: int) -> None:
         try:
             async with self.pool.acquire() as conn:
                 stamp = await self._stamp(conn, shop_id)
                 if stamp == known:
                     return
                 matrix = await compute(conn, shop_id)
-            self._store(shop_id, _Cached(matrix, stamp, time.monotonic()))
+            changed_meanwhile = self._generation.get(shop_id, 0) != generation
+            self._store(shop_id, _Cached(
+                matrix, stamp, float("-inf") if changed_meanwhile else time.monotonic()))
         except Exception:  # a failed refresh keeps the old matrix; the next check tries again
             log.exception("recomputing the whitening of shop %s failed", shop_id)
 
@@ -164,6 +180,8 @@ class WhiteningCache:
         for key, value in self._cached.items():
             if shop_id is None or key == shop_id:
                 value.checked = float("-inf")
+        for key in list(self._refreshing) if shop_id is None else [shop_id]:
+            self._generation[key] = self._generation.get(key, 0) + 1
 
     async def aclose(self) -> None:
         for task in list(self._refreshing.values()):

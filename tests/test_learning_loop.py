@@ -391,3 +391,7 @@ async def test_concurrent_identical_signals_make_one_item(client: httpx.AsyncCli
     outcomes = sorted(m.json()["outcome"] for m in made)
     assert outcomes == ["merged"] * 5 + ["new"]
     assert len({m.json()["item"]["id"] for m in made}) == 1
+    # No row of a signal that merged into another is left behind.
+    listed = (await client.get("/v1/queue", headers=shop.owner, params={"limit": 500})).json()
+    lyon = [i for i in listed["items"] if i["question"] == "Do you have a shop in Lyon?"]
+    assert len(lyon) == 1 and lyon[0]["observations"] == 6

@@ -8,7 +8,7 @@ import asyncio
 from knowledge import shops
 from knowledge.access import CLI_ADMIN
 from knowledge.learning_queue import (
-    DEDUP_EF_SEARCH,
+    DEDUP_SETTINGS,
     KEPT_SIGNALS,
     NEAREST_ITEMS,
     NEAREST_ITEMS_HNSW,
@@ -45,7 +45,7 @@ async def test_a_large_queue_is_searched_through_the_index_as_well_as_exactly(
     cache_of(runtime).forget(shop.id)
     async with runtime.pool.acquire() as conn, conn.transaction():
         assert await _nearest_items_query(runtime, conn, shop.id, "answer") == NEAREST_ITEMS_HNSW
-        await conn.execute(DEDUP_EF_SEARCH)  # as deduplication searches
+        await conn.execute(DEDUP_SETTINGS)  # as deduplication searches
         probes = await runtime.embedder.embed_many(_questions(30, seed=12))
         recalls = []
         for probe in probes:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
+import uuid
+from datetime import UTC, datetime
 
 import httpx
 import numpy as np
 
-from knowledge.retrieval import cache_of
+from knowledge.entries import Entry
+from knowledge.retrieval import Candidate, cache_of, ordered
 from knowledge.runtime import Runtime
 from knowledge.whitening import (
     MIN_PHRASINGS,
@@ -127,7 +129,12 @@ async def test_retrieval_uses_the_shops_own_spread_once_it_is_measured(
     assert sum(len(qs) for qs in TOPICS.values()) >= MIN_PHRASINGS
     r = await client.post("/v1/knowledge", headers=shop.owner, json=entries)
     assert r.status_code == 201, r.text
-    sources = await _search(client, shop, "my package still hasn't come, how long does it take?")
+    asked = "my package still hasn't come, how long does it take?"
+    # The first search is answered at once, without the matrix, and starts computing it.
+    first = await _search(client, shop, asked)
+    assert all(s["discriminative_similarity"] is None for s in first)
+    assert await cache_of(runtime).whitening.ready(shop.shop_id) is not None
+    sources = await _search(client, shop, asked)
     assert sources[0]["answer"] == "Your parcel arrives in 2 to 4 working days."
     assert all(isinstance(s["discriminative_similarity"], float) for s in sources)
 
@@ -150,7 +157,7 @@ async def test_a_knowledge_change_refreshes_the_matrix_in_the_background(
     assert r.status_code == 201, r.text
     await _search(client, shop, "When will my parcel arrive?")
     whitening = cache_of(runtime).whitening
-    before = await whitening.matrix(runtime.pool, shop.shop_id)
+    before = await whitening.ready(shop.shop_id)
     assert before is not None
 
     answer, qs = items[-1]
@@ -158,10 +165,36 @@ async def test_a_knowledge_change_refreshes_the_matrix_in_the_background(
                           json=[{"question": qs[0], "variants": qs[1:], "answer": answer}])
     assert r.status_code == 201, r.text
     # The next search is served at once (with the old matrix) and starts the recomputation.
+    assert whitening.matrix(shop.shop_id) is before
     await _search(client, shop, "When will my parcel arrive?")
-    for _ in range(100):
-        after = await whitening.matrix(runtime.pool, shop.shop_id)
-        if after is not before:
-            break
-        await asyncio.sleep(0.05)
+    after = await whitening.ready(shop.shop_id)
     assert after is not None and not np.allclose(after, before)
+
+
+def _candidate(name: str, best: float, profile: float | None,
+               whitened: float | None) -> Candidate:
+    now = datetime.now(UTC)
+    entry = Entry(id=uuid.uuid4(), entry_id=uuid.uuid4(), version=1, shop_id=1, category=None,
+                  question=name, variants=[], answer=name, source="manual", document_id=None,
+                  chunk_index=None, metadata={}, created_by=None, change_reason=None,
+                  created_at=now, valid_from=now, valid_to=None, supersedes=None,
+                  superseded_by=None)
+    return Candidate(entry=entry, similarity=best, profile_similarity=profile,
+                     discriminative_similarity=whitened, vector_rank=1, vector_hits=1,
+                     lexical_score=None, lexical_rank=None, lexemes_matched=(),
+                     lexemes_asked=(), score=0.0)
+
+
+def test_the_whitened_view_reorders_entries_but_not_against_those_without_it() -> None:
+    # Plainly A leads B; where the shop's entries differ, B is much nearer: B comes first.
+    a = _candidate("a", best=0.70, profile=0.62, whitened=0.40)
+    b = _candidate("b", best=0.66, profile=0.60, whitened=0.60)
+    assert [c.entry.question for c in ordered([a, b])] == ["b", "a"]
+    assert a.fit > b.fit
+    # A chunk (no questions, so no whitened view) between them by plain similarity keeps its
+    # place against the leader by plain fit: the blend is not lowered as a group.
+    chunk = _candidate("chunk", best=0.655, profile=None, whitened=None)
+    assert [c.entry.question for c in ordered([a, chunk, b])] == ["b", "a", "chunk"]
+    # Without whitened similarities the plain order stands.
+    plain = [_candidate("a", 0.70, 0.62, None), _candidate("b", 0.66, 0.60, None)]
+    assert [c.entry.question for c in ordered(plain)] == ["a", "b"]
