@@ -105,28 +105,25 @@ _COLUMNS = ("id, shop_id, status, kind, source_type, source_id, question, propos
 COLUMNS = _COLUMNS
 _NAMES = tuple(c.strip() for c in _COLUMNS.split(","))
 
-# A shop's open items of one kind, the nearest first: exactly (OFFSET 0 keeps the planner from
-# walking the HNSW index and filtering afterwards) while they are few ...
-NEAREST_ITEMS = """
+# A shop's open items of one kind (rejected ones kept as a negative cache), the nearest first.
+# The status list is the predicate of idx_learning_open_hnsw, word for word.
+_OPEN_ITEMS = """
 SELECT id, status, kind, question, proposed_content, 1 - distance AS similarity
 FROM (SELECT id, status, kind, question, proposed_content, embedding <=> $2 AS distance
       FROM learning_queue
       WHERE shop_id = $1 AND status IN ('pending', 'approved', 'rejected') AND kind = $3
-      OFFSET 0) AS open_items
+        {also}
+      {scan}) AS open_items
 ORDER BY distance
-LIMIT $4
+{limit}
 """
+# Exactly (OFFSET 0 keeps the planner from walking the HNSW index and filtering afterwards)
+# while they are few ...
+NEAREST_ITEMS = _OPEN_ITEMS.format(also="", scan="OFFSET 0", limit="LIMIT $4")
 # ... and through idx_learning_open_hnsw with iterative scans (relaxed order, so re-sorted) once
 # they are many and a fair share of the index.
-NEAREST_ITEMS_HNSW = """
-SELECT id, status, kind, question, proposed_content, 1 - distance AS similarity
-FROM (SELECT id, status, kind, question, proposed_content, embedding <=> $2 AS distance
-      FROM learning_queue
-      WHERE shop_id = $1 AND status IN ('pending', 'approved', 'rejected') AND kind = $3
-      ORDER BY embedding <=> $2
-      LIMIT $4) AS open_items
-ORDER BY distance
-"""
+NEAREST_ITEMS_HNSW = _OPEN_ITEMS.format(also="", scan="ORDER BY embedding <=> $2 LIMIT $4",
+                                        limit="")
 COUNT_OPEN_ITEMS = """
 SELECT count(*) AS shop,
        greatest((SELECT reltuples FROM pg_class
@@ -153,16 +150,9 @@ SELECT set_config('hnsw.ef_search', '40', true), set_config('lock_timeout', '{LO
 # since it began. A new item's created_at is the moment of its insertion, at most LOCK_WAIT
 # (and a few milliseconds) before its commit, so items stamped in the last RECENT_SECONDS are
 # enough. $5, the caller's own new item, is not a duplicate of itself.
-RECENT_ITEMS = f"""
-SELECT id, status, kind, question, proposed_content, 1 - distance AS similarity
-FROM (SELECT id, status, kind, question, proposed_content, embedding <=> $2 AS distance
-      FROM learning_queue
-      WHERE shop_id = $1 AND status IN ('pending', 'approved', 'rejected') AND kind = $3
-        AND created_at > now() - interval '{RECENT_SECONDS} seconds' AND id <> $5
-      OFFSET 0) AS recent_items
-ORDER BY distance
-LIMIT $4
-"""
+RECENT_ITEMS = _OPEN_ITEMS.format(
+    also=f"AND created_at > now() - interval '{RECENT_SECONDS} seconds' AND id <> $5",
+    scan="OFFSET 0", limit="LIMIT $4")
 WITHDRAW_ITEM = "DELETE FROM learning_queue WHERE id = $1"
 INSERT_ITEM = f"""
 INSERT INTO learning_queue (shop_id, status, kind, source_type, source_id, question,
