@@ -10,12 +10,13 @@ from typing import Any
 
 from knowledge import tone
 from knowledge.access import SYSTEM
-from knowledge.db import Conn, Vector
+from knowledge.db import Vector
 from knowledge.errors import Invalid
 from knowledge.learning_queue import ItemDraft, submit
 from knowledge.retrieval import Candidate, search
 from knowledge.runtime import Runtime
 from knowledge.shops import Shop
+from knowledge.turn_log import Turn, turn_log_of, write_turns
 
 # A lead of MARGIN_FULL in evidence over the runner-up closes MARGIN_WEIGHT of the remaining
 # gap; a lead under AMBIGUOUS_MARGIN takes up to AMBIGUITY_PENALTY of the runner-up's evidence off.
@@ -33,26 +34,6 @@ WHERE shop_id = $1 AND conversation_id = $2
   AND created_at > now() - interval '2 hours'
   AND embedding <=> $3 < $4
 """
-# $16 'off': the turn log need not wait for its WAL flush (a database crash may lose the last
-# fraction of a second of turns, never corrupt them), set for this statement's own transaction
-# so the log stays one round trip; NULL keeps the session's setting.
-LOG_TURN = """
-WITH durability AS (
-    SELECT set_config('synchronous_commit',
-                      coalesce($16::text, current_setting('synchronous_commit')), true)
-),
-turn AS (
-    INSERT INTO conversation_memory (id, shop_id, conversation_id, user_id, channel, question,
-                                     answer, tier, confidence, sources, embedding, metadata)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-    RETURNING id
-)
-INSERT INTO response_analytics (shop_id, conversation_id, response_text, response_type,
-                                response_time_ms, ab_test_variant, metrics)
-SELECT $2, id, $7, $8, $13, $14, $15 FROM turn, durability
-"""
-
-
 @dataclass(slots=True)
 class Question:
     text: str
@@ -136,6 +117,8 @@ async def _count_repeats(rt: Runtime, shop_id: int, conversation_id: str | None,
                          vector: Vector) -> int:
     if conversation_id is None:
         return 0
+    # The conversation's last turn may still be on its way to the log.
+    await turn_log_of(rt).settled(conversation=(shop_id, conversation_id))
     async with rt.pool.acquire() as conn:
         return int(await conn.fetchval(COUNT_REPEATS, shop_id, conversation_id, vector,
                                        REPEAT_DISTANCE))
@@ -186,17 +169,21 @@ async def answer_question(rt: Runtime, shop: Shop, q: Question) -> Answer:
                    k: round(v, 3) for k, v in timings.items()}}
     # Nothing a customer wrote is stored unredacted.
     stored = rt.redactor.redact(text)
-    logged = (shop.id, turn_id, conversation_id, stored.text, q, reply, tier, confidence,
-              sources, vector, metrics, int(timings["total_ms"]))
+    turn = Turn(id=turn_id, shop_id=shop.id, conversation_id=conversation_id,
+                user_id=q.user_id, channel=q.channel, question=stored.text, answer=reply,
+                tier=tier, confidence=confidence, sources=[_source_json(c) for c in sources],
+                vector=vector, metadata=q.metadata, latency_ms=int(timings["total_ms"]),
+                ab_variant=q.ab_variant, metrics=metrics)
     answer = Answer(turn_id=turn_id, conversation_id=conversation_id, tier=tier,
                     confidence=confidence, text=reply, sources=sources, options=options,
                     repeats=repeats, timings=timings)
     if not (q.learn and tier in {"fallback", "handover"}):
-        async with rt.pool.acquire() as conn:
-            await _log_turn(conn, *logged, durable=False)
+        # The bot gets its answer now; the turn is written right after (knowledge/turn_log.py).
+        await turn_log_of(rt).add(turn)
         return answer
     async with rt.pool.acquire() as conn, conn.transaction():
-        await _log_turn(conn, *logged, durable=True)
+        # The gap's queue item points at its turn: both commit together.
+        await write_turns(conn, [turn], durable=True)
         # A question nothing answered is a knowledge gap; asked again and again in one
         # conversation, it is handed over. Either way the owner is asked for an answer, and
         # repeats of it gather into one item.
@@ -207,13 +194,3 @@ async def answer_question(rt: Runtime, shop: Shop, q: Question) -> Answer:
             metadata={"conversation_id": conversation_id, "repeats": repeats,
                       "redacted": stored.counts}), SYSTEM, conn=conn, vector=vector)
     return answer
-
-
-async def _log_turn(conn: Conn, shop_id: int, turn_id: uuid.UUID,
-                    conversation_id: str, question: str, q: Question, reply: str, tier: str,
-                    confidence: float, sources: list[Candidate], vector: Vector,
-                    metrics: dict[str, Any], latency_ms: int, durable: bool) -> None:
-    await conn.execute(
-        LOG_TURN, turn_id, shop_id, conversation_id, q.user_id, q.channel, question, reply, tier,
-        confidence, [_source_json(c) for c in sources], vector, q.metadata, latency_ms,
-        q.ab_variant, metrics, None if durable else "off")

@@ -20,6 +20,7 @@ from knowledge.learning_queue import (
 from knowledge.redaction import Redactor
 from knowledge.runtime import Runtime
 from knowledge.shops import Shop
+from knowledge.turn_log import turn_log_of
 
 FEEDBACK_TYPES = ("thumbs_up", "thumbs_down", "star_rating", "emoji")
 POSITIVE_EMOJI = frozenset(["👍", "😀", "😃", "😄", "😊", "🙂", "😍", "❤️", "🎉", "👏", "🙏"])
@@ -100,6 +101,8 @@ async def record_feedback(rt: Runtime, shop: Shop, redactor: Redactor, actor: Pr
         raise Invalid(f"the reason is longer than {MAX_REASON} characters", field="reason",
                       limit=MAX_REASON)
     clean = redactor.redact(reason)
+    # Feedback may come the moment the answer did, before its turn reached the log.
+    await turn_log_of(rt).settled(turn_id)
 
     async def work(conn: Conn) -> FeedbackResult:
         turn = await _turn(conn, shop.id, turn_id)
@@ -151,6 +154,8 @@ async def record_correction(rt: Runtime, shop: Shop, redactor: Redactor, actor: 
     answer = redactor.redact(corrected_answer.strip())
     if not answer.text:
         raise Invalid("the corrected answer is empty", field="corrected_answer")
+    if turn_id is not None:
+        await turn_log_of(rt).settled(turn_id)
 
     async def work(conn: Conn) -> CorrectionResult:
         target: UUID | None = None

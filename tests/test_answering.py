@@ -7,6 +7,7 @@ import uuid
 import httpx
 
 from knowledge.runtime import Runtime
+from knowledge.turn_log import turn_log_of
 from tests.conftest import ShopKeys
 
 FAQ = [
@@ -103,6 +104,7 @@ async def test_each_turn_is_logged_with_analytics(client: httpx.AsyncClient, sho
         "question": "how long does shipping take", "conversation_id": "c-1",
         "user_id": "u-9", "channel": "whatsapp", "ab_variant": "B"})
     body = r.json()
+    await turn_log_of(runtime).flush()
     turn = await runtime.pool.fetchrow(
         "SELECT * FROM conversation_memory WHERE id = $1", uuid.UUID(body["turn_id"]))
     assert turn["shop_id"] == shop.shop_id and turn["conversation_id"] == "c-1"
@@ -125,6 +127,7 @@ async def test_the_turn_logs_relaxed_durability_does_not_outlive_it(
         r = await client.post("/v1/answer", headers=shop.bot,
                               json={"question": "how long does shipping take"})
         assert r.status_code == 200
+    await turn_log_of(runtime).flush()
     held = [await runtime.pool.acquire() for _ in range(runtime.pool.get_max_size())]
     try:
         settings = {await c.fetchval("SHOW synchronous_commit") for c in held}

@@ -13,6 +13,7 @@ import pytest
 from knowledge import apply as apply_module
 from knowledge.apply import apply_approved
 from knowledge.runtime import Runtime
+from knowledge.turn_log import turn_log_of
 from tests.conftest import ShopKeys, make_shop
 
 NORWAY = {"question": "Do you ship to Norway?",
@@ -212,6 +213,7 @@ async def test_redaction_before_storage(client: httpx.AsyncClient, shop: ShopKey
                                         runtime: Runtime) -> None:
     turn = await _ask(client, shop, "my card 4111 1111 1111 1111 was charged twice, "
                                     "mail me at jo@example.com")
+    await turn_log_of(runtime).flush()
     stored = await runtime.pool.fetchval("SELECT question FROM conversation_memory WHERE id = $1",
                                          uuid.UUID(turn["turn_id"]))
     assert "4111" not in stored and "jo@example.com" not in stored and "[CARD]" in stored
