@@ -36,6 +36,7 @@ from knowledge.learning_queue import ItemDraft, count_items, submit
 from knowledge.retrieval import search
 from knowledge.runtime import Runtime, open_runtime
 from knowledge.settings import Settings
+from knowledge.turn_log import turn_log_of
 
 TOPICS = ["gift wrapping", "student discounts", "loyalty points", "store pickup",
           "corporate orders", "engraving", "repair service", "trade-in", "price matching",
@@ -58,6 +59,8 @@ async def make_turns(rt: Runtime, shop: shops.Shop, count: int) -> list[str]:
     for text in questions(count, seed=31):
         answer = await answer_question(rt, shop, Question(text=text))
         turns.append(str(answer.turn_id))
+    # The served process reads these turns back: they must be written first.
+    await turn_log_of(rt).flush()
     return turns
 
 

@@ -322,9 +322,13 @@ async def submit(rt: Runtime, shop: Shop, draft: ItemDraft, actor: Principal,
     return await _submit(rt, conn, shop, draft, actor, vector)
 
 
+def _open_items_key(shop_id: int, kind: str) -> tuple[object, ...]:
+    return ("queue", shop_id, kind)
+
+
 async def _nearest_items_query(rt: Runtime, conn: Conn, shop_id: int, kind: str) -> str:
-    size, total = await cache_of(rt).counted(conn, ("queue", shop_id, kind), COUNT_OPEN_ITEMS,
-                                             shop_id, kind)
+    size, total = await cache_of(rt).counted(conn, _open_items_key(shop_id, kind),
+                                             COUNT_OPEN_ITEMS, shop_id, kind)
     path = choose_path(size, total, QUEUE_EXACT_MAX_ITEMS, rt.settings.hnsw_min_shop_fraction)
     return NEAREST_ITEMS if path == "exact" else NEAREST_ITEMS_HNSW
 
@@ -444,6 +448,7 @@ async def _submit(rt: Runtime, conn: Conn, shop: Shop, draft: ItemDraft, actor: 
     if merged is not None:
         await conn.execute(WITHDRAW_ITEM, item.id)
         return merged
+    cache_of(rt).grew(_open_items_key(shop.id, draft.kind))
     outcome = "conflict" if conflict_id is not None else "new"
     await audit.record(conn, shop_id=shop.id, actor=actor, action=f"queue.{outcome}",
                        subject_type="queue", subject_id=item.id, after=item.summary())

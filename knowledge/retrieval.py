@@ -276,6 +276,14 @@ class RetrievalCache:
         self._sizes[key] = (sizes, now + self.ttl)
         return sizes
 
+    def grew(self, key: tuple[object, ...], by: int = 1) -> None:
+        """This process added rows under `key`: counted at once, not after the TTL. A count
+        that lags a fast-growing queue keeps choosing the exact scan meant for a small one."""
+        hit = self._sizes.get(key)
+        if hit is not None:
+            (shop, total), expires = hit
+            self._sizes[key] = ((shop + by, total + by), expires)
+
     async def common_lexemes(self, conn: Queryable,
                              frequency: float) -> list[str]:
         now = time.monotonic()
