@@ -74,3 +74,26 @@ async def test_an_item_counts_every_repeat_but_keeps_a_bounded_list_of_signals(
     assert last.item is not None
     assert last.item.observations == KEPT_SIGNALS + 5
     assert len(last.item.signals) == KEPT_SIGNALS
+
+
+async def test_a_merge_rewrites_no_index_entry(runtime: Runtime) -> None:
+    """Merging a repeat into its item is a HOT update: no new entry in the table's indexes,
+    the open-items HNSW graph included (an insertion there, and a dead copy of the vector
+    for later searches to pass over)."""
+    keys = await make_shop(runtime, "hot")
+    shop = await shops.get_shop(runtime.pool, keys.shop_id)
+    draft = ItemDraft(kind="gap", source_type="gap", question="Can I pay with a gift card?",
+                      confidence=50)
+    await submit(runtime, shop, draft, CLI_ADMIN)
+    changes = []
+    stats = ("SELECT pg_stat_get_xact_tuples_updated('learning_queue'::regclass), "
+             "pg_stat_get_xact_tuples_hot_updated('learning_queue'::regclass)")
+    async with runtime.pool.acquire() as conn:
+        for _ in range(5):  # each in a transaction of its own, as signals arrive
+            async with conn.transaction():
+                before = await conn.fetchrow(stats)
+                merged = await submit(runtime, shop, draft, CLI_ADMIN, conn=conn)
+                assert merged.outcome == "merged"
+                after = await conn.fetchrow(stats)
+                changes.append((after[0] - before[0], after[1] - before[1]))
+    assert changes == [(1, 1)] * 5, changes  # (updates, of which HOT)
