@@ -147,3 +147,10 @@ async def _answer_then_rate(client: httpx.AsyncClient,
     rated = await client.post("/v1/feedback", headers=shop.bot, json={
         "turn_id": answered["turn_id"], "type": "thumbs_up"})
     return answered, rated
+
+
+async def test_readiness_reports_the_turn_log(client: httpx.AsyncClient) -> None:
+    r = await client.get("/ready")
+    assert r.status_code == 200, r.text
+    checks = r.json()["checks"]
+    assert checks["database"] == "ok" and checks["turn_log"].startswith("ok (")

@@ -8,6 +8,7 @@ from litestar.datastructures import State
 from app.schemas import Health
 from knowledge.db import ping
 from knowledge.runtime import Runtime
+from knowledge.turn_log import turn_log_of
 
 
 class HealthController(Controller):
@@ -17,7 +18,7 @@ class HealthController(Controller):
     async def health(self) -> Health:
         return Health(status="ok")
 
-    @get("/ready", summary="The database answers and the model is loaded")
+    @get("/ready", summary="The database answers, the model is loaded, the turn log keeps up")
     async def ready(self, state: State) -> Response[Health]:
         checks: dict[str, str] = {}
         rt = state.get("runtime")
@@ -30,6 +31,11 @@ class HealthController(Controller):
             checks["database"] = f"error: {type(exc).__name__}"
         checks["model"] = (f"ok ({rt.embedder.model_name}, {rt.embedder.backend})"
                            if rt.embedder.ready else "not loaded")
+        turns = turn_log_of(rt)
+        # A log this far behind makes answering wait for it.
+        checks["turn_log"] = (f"ok ({turns.pending} queued, {turns.dropped} dropped)"
+                              if turns.pending < turns.pending_max
+                              else f"behind: {turns.pending} turns queued")
         ok = all(v.startswith("ok") for v in checks.values())
         return Response(Health("ready" if ok else "not ready", checks),
                         status_code=200 if ok else 503)
