@@ -96,10 +96,11 @@ async def raw_costs(rt: Runtime, shop_id: int, probes: list[str]) -> dict[str, f
         await rt.pool.fetch(RAW_VECTOR_QUERY, shop_id, vector)
         sql_ms.append((time.perf_counter() - started) * 1000)
     # What batching can save at most: the model's time per question in a batch of 8.
-    for start in range(0, len(probes) - BATCH + 1, BATCH):
+    for start in range(0, max(len(probes) - BATCH, 0) + 1, BATCH):
+        batch = probes[start:start + BATCH]
         started = time.perf_counter()
-        rt.embedder.encode_sync(probes[start:start + BATCH])
-        batched_ms.append((time.perf_counter() - started) * 1000 / BATCH)
+        rt.embedder.encode_sync(batch)
+        batched_ms.append((time.perf_counter() - started) * 1000 / len(batch))
     return {"embedding_ms": statistics.median(embed_ms), "sql_ms": statistics.median(sql_ms),
             "batched_ms": statistics.median(batched_ms)}
 
@@ -171,7 +172,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             # If the model were all the work and every core ran it: the most any server could
             # gain under concurrency over one question at a time on this machine.
             "model_only_throughput_ratio_ceiling": round(
-                (os.cpu_count() or 1) * raw["embedding_ms"] / raw["batched_ms"], 2),
+                len(os.sched_getaffinity(0)) * raw["embedding_ms"] / raw["batched_ms"], 2),
             "served_one_at_a_time": {k: round(v, 2) for k, v in summary(single).items()},
             "served_one_at_a_time_rps": round(single_rps, 1),
             "cpu_per_request_one_at_a_time": single_cpu,

@@ -124,6 +124,16 @@ async def _count_repeats(rt: Runtime, shop_id: int, conversation_id: str | None,
                                        REPEAT_DISTANCE))
 
 
+def _has_nul(value: object) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
 def _source_json(c: Candidate) -> dict[str, Any]:
     return {"entry_id": str(c.entry.entry_id), "knowledge_id": str(c.entry.id),
             "score": round(c.score, 6), "similarity": c.similarity}
@@ -135,8 +145,14 @@ async def answer_question(rt: Runtime, shop: Shop, q: Question) -> Answer:
     text = q.text.strip()
     if not text:
         raise Invalid("the question is empty", field="question")
-    if "\x00" in text:
-        raise Invalid("the question contains a NUL character", field="question")
+    # PostgreSQL stores no NUL character: refused here, not when the turn is logged.
+    for name, value in (("question", text), ("conversation_id", q.conversation_id),
+                        ("user_id", q.user_id), ("channel", q.channel),
+                        ("ab_variant", q.ab_variant)):
+        if value is not None and "\x00" in value:
+            raise Invalid(f"{name} contains a NUL character", field=name)
+    if _has_nul(q.metadata):
+        raise Invalid("metadata contains a NUL character", field="metadata")
     if len(text) > rt.settings.max_question_chars:
         raise Invalid(f"the question is longer than {rt.settings.max_question_chars} characters",
                       field="question", limit=rt.settings.max_question_chars)

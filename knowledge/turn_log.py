@@ -12,17 +12,21 @@ answer arrives still finds its turn. Shutting down writes every queued turn.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
 import asyncpg
 
 from knowledge.db import ArrayItem, Conn, Vector
+from knowledge.errors import Unavailable
 from knowledge.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -36,6 +40,8 @@ RETRY_FIRST_SECONDS = 0.05
 RETRY_MAX_SECONDS = 2.0
 # At shutdown, how long queued turns wait for an unreachable database before they are given up.
 CLOSE_WAIT_SECONDS = 10.0
+# How long a reader of a turn waits for a log that makes no progress.
+SETTLE_WAIT_SECONDS = 10.0
 
 # JSON goes in as text: asyncpg would read a list inside a jsonb[] parameter as a sub-array.
 # $16 'off': a logged turn need not wait for its WAL flush (a database crash may lose the last
@@ -48,20 +54,23 @@ WITH durability AS (
 ),
 turn AS (
     INSERT INTO conversation_memory (id, shop_id, conversation_id, user_id, channel, question,
-                                     answer, tier, confidence, sources, embedding, metadata)
+                                     answer, tier, confidence, sources, embedding, metadata,
+                                     created_at)
     SELECT t.id, t.shop_id, t.conversation_id, t.user_id, t.channel, t.question, t.answer,
-           t.tier, t.confidence, t.sources::jsonb, t.embedding, t.metadata::jsonb
+           t.tier, t.confidence, t.sources::jsonb, t.embedding, t.metadata::jsonb, t.at
     FROM unnest($1::uuid[], $2::integer[], $3::text[], $4::text[], $5::text[], $6::text[],
-                $7::text[], $8::text[], $9::real[], $10::text[], $11::vector[], $12::text[])
+                $7::text[], $8::text[], $9::real[], $10::text[], $11::vector[], $12::text[],
+                $17::timestamptz[])
          AS t(id, shop_id, conversation_id, user_id, channel, question, answer, tier,
-              confidence, sources, embedding, metadata)
+              confidence, sources, embedding, metadata, at)
     RETURNING id
 )
 INSERT INTO response_analytics (shop_id, conversation_id, response_text, response_type,
-                                response_time_ms, ab_test_variant, metrics)
-SELECT t.shop_id, t.id, t.answer, t.tier, t.latency_ms, t.variant, t.metrics::jsonb
+                                response_time_ms, ab_test_variant, metrics, created_at)
+SELECT t.shop_id, t.id, t.answer, t.tier, t.latency_ms, t.variant, t.metrics::jsonb, t.at
 FROM unnest($1::uuid[], $2::integer[], $7::text[], $8::text[], $13::integer[], $14::text[],
-            $15::text[]) AS t(id, shop_id, answer, tier, latency_ms, variant, metrics)
+            $15::text[], $17::timestamptz[])
+     AS t(id, shop_id, answer, tier, latency_ms, variant, metrics, at)
 JOIN turn USING (id) CROSS JOIN durability
 """
 
@@ -85,6 +94,9 @@ class Turn:
     latency_ms: int
     ab_variant: str | None
     metrics: dict[str, Any]
+    # When it was answered: the log may write it later (the repeat window and daily metrics
+    # go by this time).
+    answered_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
 async def write_turns(conn: Conn, turns: Sequence[Turn], *, durable: bool) -> None:
@@ -97,16 +109,24 @@ async def write_turns(conn: Conn, turns: Sequence[Turn], *, durable: bool) -> No
         [json.dumps(t.sources) for t in turns], [ArrayItem(t.vector) for t in turns],
         [json.dumps(t.metadata) for t in turns], [t.latency_ms for t in turns],
         [t.ab_variant for t in turns], [json.dumps(t.metrics) for t in turns],
-        None if durable else "off")
+        None if durable else "off", [t.answered_at for t in turns])
 
 
-# Errors after which the same turns can be written later: the connection or the server went
-# away, or the server refused them for now. Anything else is a fault of a turn itself.
-_RETRYABLE = (OSError, asyncio.TimeoutError, asyncpg.InterfaceError,
-              asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError,
-              asyncpg.TooManyConnectionsError, asyncpg.AdminShutdownError,
-              asyncpg.InsufficientResourcesError, asyncpg.DeadlockDetectedError,
-              asyncpg.SerializationError)
+# SQLSTATE classes and codes after which the same turns can be written later: the connection
+# or the server went away, a transaction was rolled back to break a conflict, the server is out
+# of resources, shutting down or read-only (a failover), a lock was not available. Anything
+# else (bad data, a constraint) is a fault of a turn itself.
+_RETRY_CLASSES = ("08", "40", "53", "57", "58")
+_RETRY_CODES = frozenset({"25006", "55P03"})
+
+
+def _retryable(exc: BaseException) -> bool:
+    if isinstance(exc, asyncpg.PostgresError):
+        state = str(getattr(exc, "sqlstate", "") or "")
+        return state[:2] in _RETRY_CLASSES or state in _RETRY_CODES
+    if isinstance(exc, asyncpg.DataError):  # a value asyncpg cannot encode
+        return False
+    return isinstance(exc, (OSError, asyncio.TimeoutError, asyncpg.InterfaceError))
 
 
 class TurnLog:
@@ -124,6 +144,7 @@ class TurnLog:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        self._progress_at = time.monotonic()
         self.written = 0
         self.dropped = 0
         self.batches = 0
@@ -132,13 +153,21 @@ class TurnLog:
     def pending(self) -> int:
         return len(self._queue)
 
+    @property
+    def behind_seconds(self) -> float:
+        """How long queued turns have waited without any being written (0 when none wait)."""
+        return time.monotonic() - self._progress_at if self._queue else 0.0
+
     async def add(self, turn: Turn) -> None:
         """Queue a turn; waits only while the log is PENDING_MAX turns behind."""
-        if self._closed:
-            raise RuntimeError("the turn log is closed")
-        if len(self._queue) >= self.pending_max:
+        if len(self._queue) >= self.pending_max and not self._closed:
             async with self._changed:
-                await self._changed.wait_for(lambda: len(self._queue) < self.pending_max)
+                await self._changed.wait_for(
+                    lambda: len(self._queue) < self.pending_max or self._closed)
+        if self._closed:
+            raise Unavailable("the service is shutting down")
+        if not self._queue:
+            self._progress_at = time.monotonic()
         self._queue.append(turn)
         self._ids.add(turn.id)
         self._conversations[(turn.shop_id, turn.conversation_id)] += 1
@@ -148,77 +177,83 @@ class TurnLog:
 
     async def settled(self, turn_id: UUID | None = None,
                       conversation: tuple[int, str] | None = None) -> None:
-        """Wait until a queued turn, or every queued turn of a (shop, conversation), has been
-        written (or dropped); at once when none is queued."""
-        def done() -> bool:
-            return ((turn_id is None or turn_id not in self._ids)
-                    and (conversation is None or conversation not in self._conversations))
-
-        if not done():
-            async with self._changed:
-                await self._changed.wait_for(done)
+        """Wait until a queued turn, and the turns of a (shop, conversation) queued so far,
+        have been written (or dropped); at once when none is queued. A log that makes no
+        progress is waited for at most SETTLE_WAIT_SECONDS: the reader then sees what is
+        written."""
+        waiting = {turn_id} & self._ids if turn_id is not None else set()
+        if conversation is not None and conversation in self._conversations:
+            waiting |= {t.id for t in self._queue
+                        if (t.shop_id, t.conversation_id) == conversation}
+        if waiting:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._until_gone(waiting), SETTLE_WAIT_SECONDS)
 
     async def flush(self) -> None:
         """Wait until every turn queued so far has been written (or dropped)."""
         if self._queue:
-            queued = {t.id for t in self._queue}
-            async with self._changed:
-                await self._changed.wait_for(lambda: not queued & self._ids)
+            await self._until_gone({t.id for t in self._queue})
+
+    async def _until_gone(self, ids: set[UUID]) -> None:
+        async with self._changed:
+            await self._changed.wait_for(lambda: not ids & self._ids)
 
     async def aclose(self) -> None:
-        """Write what is queued, then stop."""
+        """Write what is queued, then stop. A database that is away is waited for at most
+        CLOSE_WAIT_SECONDS; what is still queued then is lost, and logged as lost."""
         self._closed = True
-        if self._task is not None:
-            self._wake.set()
-            await self._task
-            self._task = None
+        async with self._changed:
+            self._changed.notify_all()  # an add() waiting for room gives up
+        task, self._task = self._task, None
+        if task is None:
+            return
+        self._wake.set()
+        done, _ = await asyncio.wait({task}, timeout=CLOSE_WAIT_SECONDS)
+        if not done:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._queue:
+            log.error("turn log: %d turns lost at shutdown (the database did not take them "
+                      "within %.0f s)", len(self._queue), CLOSE_WAIT_SECONDS)
+            await self._finish(list(self._queue), dropped=True)
 
     async def _run(self) -> None:
         delay = RETRY_FIRST_SECONDS
-        give_up_at: float | None = None
-        loop = asyncio.get_running_loop()
-        while True:
+        while self._queue or not self._closed:
             if not self._queue:
-                if self._closed:
-                    return
                 self._wake.clear()
                 await self._wake.wait()
                 continue
             batch = self._queue[:self.batch_max]
             try:
-                async with self._pool.acquire() as conn:
-                    await write_turns(conn, batch, durable=False)
-            except _RETRYABLE as exc:
-                if self._closed:
-                    # Shutting down with the database away: wait for it a while, not forever.
-                    give_up_at = give_up_at or loop.time() + CLOSE_WAIT_SECONDS
-                    if loop.time() >= give_up_at:
-                        log.error("turn log: %d turns lost at shutdown (%s)",
-                                  len(self._queue), exc)
-                        await self._finish(list(self._queue), dropped=True)
-                        continue
+                await self._write(batch)
+            except Exception as exc:  # whatever happens, the writer goes on
+                if not _retryable(exc):
+                    # A turn the database refuses (its shop deleted meanwhile, say) must not
+                    # hold back the others: write them one by one, dropping only what fails.
+                    await self._write_one_by_one(batch)
+                    continue
                 log.warning("turn log: %d turns not written yet (%s); retrying in %.2f s",
                             len(self._queue), exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(RETRY_MAX_SECONDS, delay * 2)
                 continue
-            except asyncpg.PostgresError:
-                # One turn the database refuses (its shop deleted meanwhile, say) must not hold
-                # back the others: write them one by one and drop only what is refused.
-                await self._write_one_by_one(batch)
-                continue
             delay = RETRY_FIRST_SECONDS
             self.batches += 1
             await self._finish(batch, dropped=False)
 
+    async def _write(self, turns: list[Turn]) -> None:
+        async with self._pool.acquire() as conn:
+            await write_turns(conn, turns, durable=False)
+
     async def _write_one_by_one(self, batch: list[Turn]) -> None:
         for turn in batch:
             try:
-                async with self._pool.acquire() as conn:
-                    await write_turns(conn, [turn], durable=False)
-            except _RETRYABLE:
-                return  # what is left is retried as a batch
-            except asyncpg.PostgresError as exc:
+                await self._write([turn])
+            except Exception as exc:
+                if _retryable(exc):
+                    return  # what is left is retried as a batch
                 log.error("turn log: turn %s of shop %d not written: %s", turn.id,
                           turn.shop_id, exc)
                 await self._finish([turn], dropped=True)
@@ -238,6 +273,7 @@ class TurnLog:
             self.dropped += len(turns)
         else:
             self.written += len(turns)
+        self._progress_at = time.monotonic()
         async with self._changed:
             self._changed.notify_all()
 

@@ -6,6 +6,8 @@
 -- search during a 6,000-signal run against 0.3 ms after vacuum. The confidence sort of the
 -- review list reads every matching row anyway (it counts them), so the index bought nothing.
 -- Free room on each page (fillfactor) lets the new version of a merged item stay on its page,
--- which a HOT update needs; the queue is small next to the knowledge it feeds.
+-- which a HOT update needs; the queue is small next to the knowledge it feeds. The setting holds
+-- for pages written from now on; pages already full make room as their items are merged,
+-- applied and vacuumed.
 DROP INDEX IF EXISTS idx_learning_confidence;
 ALTER TABLE learning_queue SET (fillfactor = 70);

@@ -108,6 +108,12 @@ async def test_unstorable_text_and_odd_references_are_4xx(client: httpx.AsyncCli
                                   json={"answer": "nul\u0000inside"}), 422)
     _is_problem(await client.post("/v1/answer", headers=shop.bot, json={
         "question": "hello", "metadata": {"k": "nul\u0000"}}), 422)
+    # The turn is written after the answer: what it could not store is refused before.
+    for name in ("conversation_id", "user_id", "channel", "ab_variant"):
+        r = await client.post("/v1/answer", headers=shop.bot,
+                              json={"question": "hello", name: "a\u0000b"})
+        _is_problem(r, 422)
+        assert r.json()["field"] == name
     _is_problem(await client.get("/v1/shops/99999999999", headers=admin), 404)
     _is_problem(await client.get("/v1/knowledge", headers=admin,
                                  params={"shop": "²"}), 404)

@@ -8,8 +8,10 @@ import uuid
 import asyncpg
 import httpx
 import numpy as np
+import pytest
 
 from knowledge.db import create_pool
+from knowledge.errors import Unavailable
 from knowledge.runtime import Runtime
 from knowledge.turn_log import Turn, TurnLog, turn_log_of
 from tests.conftest import ShopKeys
@@ -52,7 +54,7 @@ async def test_turns_queued_together_are_written_together(runtime: Runtime,
         assert log.written == 40 and log.batches == 1
     finally:
         await log.aclose()
-        await pool.close()
+        pool.terminate()
 
 
 async def test_reading_a_turn_waits_until_it_is_written(runtime: Runtime,
@@ -76,7 +78,7 @@ async def test_reading_a_turn_waits_until_it_is_written(runtime: Runtime,
         assert await _written(runtime.pool, [first, second]) == 2
     finally:
         await log.aclose()
-        await pool.close()
+        pool.terminate()
 
 
 async def test_a_refused_turn_does_not_hold_back_the_others(runtime: Runtime,
@@ -103,8 +105,10 @@ async def test_closing_writes_what_is_queued(runtime: Runtime, shop: ShopKeys) -
     await asyncio.sleep(0.05)
     await pool.release(held)
     await asyncio.wait_for(closing, 10)
-    await pool.close()
+    pool.terminate()
     assert await _written(runtime.pool, turns) == 5
+    with pytest.raises(Unavailable):  # a 503, not a turn queued for nobody
+        await log.add(_turn(shop.shop_id))
 
 
 async def test_a_full_log_makes_answering_wait(runtime: Runtime, shop: ShopKeys) -> None:
@@ -123,30 +127,37 @@ async def test_a_full_log_makes_answering_wait(runtime: Runtime, shop: ShopKeys)
         assert log.written == 4
     finally:
         await log.aclose()
-        await pool.close()
+        pool.terminate()
 
 
-async def test_feedback_sent_with_the_answer_finds_its_turn(
+async def test_signals_and_repeats_wait_for_a_turn_still_on_its_way(
         client: httpx.AsyncClient, shop: ShopKeys, runtime: Runtime) -> None:
-    """The answer goes out before its turn is written; feedback sent at once still finds it."""
+    """The answer goes out before its turn is written: feedback on it, and the next question
+    of its conversation, wait for the turn instead of missing it."""
     r = await client.post("/v1/knowledge", headers=shop.owner, json={
         "question": "How long does shipping take?", "answer": "Two to three working days."})
     assert r.status_code == 201, r.text
-    log = turn_log_of(runtime)
-    for _ in range(5):
-        answered, rated = await _answer_then_rate(client, shop)
-        assert rated.status_code == 201, rated.text
-        assert answered["tier"] == "answer"
-    assert log.dropped == 0
-
-
-async def _answer_then_rate(client: httpx.AsyncClient,
-                            shop: ShopKeys) -> tuple[dict[str, str], httpx.Response]:
-    answered = (await client.post("/v1/answer", headers=shop.bot, json={
-        "question": "how long does shipping take?"})).json()
-    rated = await client.post("/v1/feedback", headers=shop.bot, json={
-        "turn_id": answered["turn_id"], "type": "thumbs_up"})
-    return answered, rated
+    pool = await _small_pool(runtime)
+    usual = runtime.extras["turn_log"] = turn_log_of(runtime)
+    stalled = runtime.extras["turn_log"] = TurnLog(pool)
+    held = await pool.acquire()  # the log cannot write until it is released
+    try:
+        asked = {"question": "how long does shipping take?", "conversation_id": "slow-log"}
+        first = (await client.post("/v1/answer", headers=shop.bot, json=asked)).json()
+        assert first["tier"] == "answer" and stalled.pending == 1
+        rated = asyncio.create_task(client.post("/v1/feedback", headers=shop.bot, json={
+            "turn_id": first["turn_id"], "type": "thumbs_down"}))
+        again = asyncio.create_task(client.post("/v1/answer", headers=shop.bot, json=asked))
+        await asyncio.sleep(0.3)
+        assert not rated.done() and not again.done()
+        await pool.release(held)
+        assert (await rated).status_code == 201
+        # It counted the first turn: a question asked again is acknowledged and clarified.
+        assert (await again).json()["tier"] == "clarify"
+    finally:
+        runtime.extras["turn_log"] = usual
+        await stalled.aclose()
+        pool.terminate()  # the held connection too, if the test failed before releasing it
 
 
 async def test_readiness_reports_the_turn_log(client: httpx.AsyncClient) -> None:
@@ -154,3 +165,33 @@ async def test_readiness_reports_the_turn_log(client: httpx.AsyncClient) -> None
     assert r.status_code == 200, r.text
     checks = r.json()["checks"]
     assert checks["database"] == "ok" and checks["turn_log"].startswith("ok (")
+
+
+async def test_readiness_says_when_the_log_is_behind(client: httpx.AsyncClient,
+                                                     runtime: Runtime, shop: ShopKeys) -> None:
+    pool = await _small_pool(runtime)
+    usual = runtime.extras["turn_log"] = turn_log_of(runtime)
+    stalled = runtime.extras["turn_log"] = TurnLog(pool, pending_max=2)
+    held = await pool.acquire()
+    try:
+        for _ in range(2):
+            await stalled.add(_turn(shop.shop_id))
+        r = await client.get("/ready")
+        assert r.status_code == 503 and r.json()["checks"]["turn_log"].startswith("behind")
+    finally:
+        runtime.extras["turn_log"] = usual
+        await pool.release(held)
+        await stalled.aclose()
+        pool.terminate()
+
+
+async def test_a_turn_is_stored_with_the_time_it_was_answered(runtime: Runtime,
+                                                              shop: ShopKeys) -> None:
+    log = TurnLog(runtime.pool)
+    turn = _turn(shop.shop_id)
+    await asyncio.sleep(0.2)
+    await log.add(turn)
+    await log.aclose()
+    stored = await runtime.pool.fetchval(
+        "SELECT created_at FROM conversation_memory WHERE id = $1", turn.id)
+    assert stored == turn.answered_at

@@ -10,6 +10,9 @@ from knowledge.db import ping
 from knowledge.runtime import Runtime
 from knowledge.turn_log import turn_log_of
 
+# Seconds without a turn written while turns wait: the log is stuck (the database is away).
+TURN_LOG_STALL = 30.0
+
 
 class HealthController(Controller):
     tags = ("health",)
@@ -32,10 +35,11 @@ class HealthController(Controller):
         checks["model"] = (f"ok ({rt.embedder.model_name}, {rt.embedder.backend})"
                            if rt.embedder.ready else "not loaded")
         turns = turn_log_of(rt)
-        # A log this far behind makes answering wait for it.
-        checks["turn_log"] = (f"ok ({turns.pending} queued, {turns.dropped} dropped)"
-                              if turns.pending < turns.pending_max
-                              else f"behind: {turns.pending} turns queued")
+        # Full, answering waits for it; stalled, readers of turns wait for it.
+        behind = turns.pending >= turns.pending_max or turns.behind_seconds > TURN_LOG_STALL
+        checks["turn_log"] = (f"behind: {turns.pending} turns queued, none written for "
+                              f"{turns.behind_seconds:.0f} s" if behind else
+                              f"ok ({turns.pending} queued, {turns.dropped} dropped)")
         ok = all(v.startswith("ok") for v in checks.values())
         return Response(Health("ready" if ok else "not ready", checks),
                         status_code=200 if ok else 503)
