@@ -307,11 +307,7 @@ class RetrievalCache:
 
 
 def cache_of(rt: Runtime) -> RetrievalCache:
-    cache = rt.extras.get("retrieval_cache")
-    if not isinstance(cache, RetrievalCache):
-        cache = RetrievalCache(rt.pool)
-        rt.extras["retrieval_cache"] = cache
-    return cache
+    return rt.helper("retrieval_cache", RetrievalCache, lambda: RetrievalCache(rt.pool))
 
 
 def fuse(rows: list[asyncpg.Record], rrf_k: int,

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import asyncpg
 
@@ -17,6 +19,8 @@ from knowledge.vectors_check import check_embedding_space
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 
 @dataclass(slots=True)
 class Runtime:
@@ -27,6 +31,14 @@ class Runtime:
     embedded: db.EmbeddedPostgres | None = None
     database_url: str = ""
     extras: dict[str, object] = field(default_factory=dict)
+
+    def helper(self, name: str, kind: type[T], make: Callable[[], T]) -> T:
+        """The process-wide helper kept under `name` (a cache, a writer), made on first use."""
+        value = self.extras.get(name)
+        if not isinstance(value, kind):
+            value = make()
+            self.extras[name] = value
+        return value
 
     async def close(self) -> None:
         for extra in self.extras.values():

@@ -279,8 +279,4 @@ class TurnLog:
 
 
 def turn_log_of(rt: Runtime) -> TurnLog:
-    turns = rt.extras.get("turn_log")
-    if not isinstance(turns, TurnLog):
-        turns = TurnLog(rt.pool)
-        rt.extras["turn_log"] = turns
-    return turns
+    return rt.helper("turn_log", TurnLog, lambda: TurnLog(rt.pool))
