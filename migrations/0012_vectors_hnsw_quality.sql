@@ -7,3 +7,7 @@
 DROP INDEX IF EXISTS idx_kv_embedding_hnsw;
 CREATE INDEX idx_kv_embedding_hnsw ON knowledge_vectors USING hnsw (embedding vector_cosine_ops)
     WITH (m = 16, ef_construction = 128);
+-- The entries' own HNSW index served no query (every search goes through knowledge_vectors)
+-- and was maintained on every write of knowledge: dropped, which gives applying learning back
+-- part of what the better graph costs.
+DROP INDEX IF EXISTS idx_kb_embedding_hnsw;

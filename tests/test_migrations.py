@@ -46,6 +46,8 @@ async def test_two_processes_migrating_at_once_apply_each_file_once(database_url
     assert tables >= EXPECTED_TABLES
     assert {"daily_learning_metrics", "response_performance_metrics"} <= views
     assert "hnsw" in indexes["idx_kv_embedding_hnsw"]
+    # Built for near-copy questions (migration 0012).
+    assert "ef_construction='128'" in indexes["idx_kv_embedding_hnsw"]
     # The queue's HNSW index holds open items only (migration 0010).
     assert "hnsw" in indexes["idx_learning_open_hnsw"]
     assert "WHERE" in indexes["idx_learning_open_hnsw"]
