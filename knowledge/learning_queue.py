@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 from uuid import UUID
 
@@ -215,6 +216,9 @@ def item_from_row(row: asyncpg.Record | None) -> QueueItem:
 _IDENTIFIER = re.compile(r"[a-z0-9]+(?:[-./][a-z0-9]+)*")
 
 
+# Deduplication asks this of the same few texts again and again (a draft against each of its
+# neighbours, question and answer): a pure function of the text, so remembered.
+@lru_cache(maxsize=1024)
 def identifiers(text: str | None) -> frozenset[str]:
     """Tokens with a digit in them: product codes, model and order numbers, prices."""
     if not text:
