@@ -106,6 +106,11 @@ _COLUMNS = ("id, shop_id, status, kind, source_type, source_id, question, propos
 COLUMNS = _COLUMNS
 _NAMES = tuple(c.strip() for c in _COLUMNS.split(","))
 
+
+def columns_of(alias: str) -> str:
+    """The item's columns qualified by a table alias, for queries that join or self-update."""
+    return ", ".join(f"{alias}.{name}" for name in _NAMES)
+
 # A shop's open items of one kind (rejected ones kept as a negative cache), the nearest first.
 # The status list is the predicate of idx_learning_open_hnsw, word for word.
 _OPEN_ITEMS = """

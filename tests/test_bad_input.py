@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import httpx
 
+from app.controllers.params import MAX_OFFSET
 from knowledge.settings import Settings
 from tests.conftest import ShopKeys
 
@@ -65,6 +66,18 @@ async def test_knowledge_limits(client: httpx.AsyncClient, shop: ShopKeys,
                                  headers=shop.owner), 404)
     _is_problem(await client.get("/v1/knowledge", headers=shop.owner,
                                  params={"limit": 100_000}), 422)
+
+
+async def test_listing_offsets_have_a_limit(client: httpx.AsyncClient, shop: ShopKeys,
+                                           admin: dict[str, str]) -> None:
+    for path in ("/v1/knowledge", "/v1/queue", "/v1/audit", "/v1/documents", "/v1/keys",
+                 "/v1/shops"):
+        body = _is_problem(await client.get(path, headers=admin if "keys" in path else
+                                            shop.owner, params={"offset": 10**19}), 422)
+        assert str(MAX_OFFSET) in str(body["detail"]), (path, body)
+        ok = await client.get(path, headers=admin if "keys" in path else shop.owner,
+                              params={"offset": MAX_OFFSET})
+        assert ok.status_code == 200, (path, ok.text)
 
 
 async def test_shop_settings_are_range_checked(client: httpx.AsyncClient,

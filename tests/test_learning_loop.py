@@ -209,6 +209,41 @@ async def test_bulk_review(client: httpx.AsyncClient, shop: ShopKeys) -> None:
     assert target["observations"] == 3 and len(target["signals"]) == 3
 
 
+async def test_review_listing_sorts_filters_and_pages(client: httpx.AsyncClient, shop: ShopKeys,
+                                                     runtime: Runtime) -> None:
+    low = await _suggest(client, shop, "Do you sell kettle model K100?", "Yes, in steel.")
+    often = await _suggest(client, shop, "Do you sell toaster model T200?", "Yes, two slots.")
+    for _ in range(2):
+        again = await _suggest(client, shop, "Do you sell toaster model T200?", "Yes, two slots.")
+        assert again["outcome"] == "merged"
+    urgent = (await client.post("/v1/corrections", headers=shop.owner, json={
+        "question": "Is blender B300 dishwasher-safe?", "corrected_answer": "Only its jug.",
+        "priority": "urgent"})).json()["queued"]
+    ids = {n: m["item"]["id"] for n, m in (("low", low), ("often", often), ("urgent", urgent))}
+
+    async def listing(**params: Any) -> dict[str, Any]:
+        r = await client.get("/v1/queue", headers=shop.owner, params=params)
+        assert r.status_code == 200, r.text
+        body: dict[str, Any] = r.json()
+        return body
+
+    order = [i["id"] for i in (await listing(sort="priority"))["items"]]
+    assert order == [ids["urgent"], ids["often"], ids["low"]]
+    assert (await listing(sort="observations"))["items"][0]["id"] == ids["often"]
+    assert (await listing(sort="newest"))["items"][0]["id"] == ids["urgent"]
+    corrections = await listing(source="correction")
+    assert corrections["total"] == 1 and corrections["items"][0]["status"] == "approved"
+    assert (await listing(status="pending"))["total"] == 2
+    # Items alike in every sort key still page without repeats or gaps.
+    await runtime.pool.execute(
+        "UPDATE learning_queue SET created_at = '2026-01-01', observations = 1, "
+        "priority = 'normal' WHERE shop_id = $1", shop.shop_id)
+    for sort in ("priority", "age", "confidence"):
+        pages = [await listing(sort=sort, limit=1, offset=k) for k in range(3)]
+        assert [p["total"] for p in pages] == [3, 3, 3]
+        assert sorted(i["id"] for p in pages for i in p["items"]) == sorted(ids.values())
+
+
 async def test_redaction_before_storage(client: httpx.AsyncClient, shop: ShopKeys,
                                         runtime: Runtime) -> None:
     turn = await _ask(client, shop, "my card 4111 1111 1111 1111 was charged twice, "

@@ -10,14 +10,12 @@ from litestar.datastructures import State
 from litestar.params import JSONBody, QueryParameter
 
 from app.auth import Caller, resolve_shop, runtime_of
+from app.controllers.params import ShopParam
 from app.schemas import AnswerIn, AnswerOut, SearchOut, SourceOut
 from knowledge.access import Action
 from knowledge.answering import Question, answer_question
 from knowledge.errors import Invalid
 from knowledge.retrieval import search
-
-ShopParam = Annotated[str | None, QueryParameter(max_length=63,
-                                            description="shop id or slug (admin keys only)")]
 
 
 class AnswerController(Controller):

@@ -10,7 +10,7 @@ from litestar.datastructures import State
 from litestar.params import FromPath, JSONBody, QueryParameter
 
 from app.auth import Caller, key_cache_of, resolve_shop, runtime_of
-from app.controllers.answers import ShopParam
+from app.controllers.params import Offset, ShopParam
 from app.schemas import KeyIn, KeyOut, NewKeyOut
 from knowledge import keys
 from knowledge.access import Action, Role, authorize
@@ -37,7 +37,7 @@ class KeyController(Controller):
     @get("/", summary="List keys (never their secrets)")
     async def list_keys(self, state: State, principal: Caller, shop: ShopParam = None,
                         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 100,
-                        offset: Annotated[int, QueryParameter(ge=0)] = 0) -> list[KeyOut]:
+                        offset: Offset = 0) -> list[KeyOut]:
         rt = runtime_of(state)
         if principal.role is Role.ADMIN and shop is None:
             authorize(principal, Action.MANAGE_KEYS)

@@ -10,7 +10,7 @@ from litestar.datastructures import State, UploadFile
 from litestar.params import FromPath, MultipartBody, QueryParameter
 
 from app.auth import Caller, resolve_shop, runtime_of
-from app.controllers.answers import ShopParam
+from app.controllers.params import Offset, ShopParam
 from app.schemas import DocumentOut, IngestOut
 from knowledge import documents
 from knowledge.access import Action
@@ -58,7 +58,7 @@ class _DocumentRoutes(Controller):
     @get("/", summary="List a shop's documents")
     async def list_documents(self, state: State, principal: Caller, shop: ShopParam = None,
                              limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
-                             offset: Annotated[int, QueryParameter(ge=0)] = 0) -> list[DocumentOut]:
+                             offset: Offset = 0) -> list[DocumentOut]:
         target = await resolve_shop(state, principal, Action.READ_KNOWLEDGE, shop)
         found = await documents.list_documents(runtime_of(state).pool, target.id, limit,
                                                offset)

@@ -10,7 +10,7 @@ from litestar.params import PathParameter
 from litestar.response import Stream
 
 from app.auth import Caller, resolve_shop, runtime_of
-from app.controllers.answers import ShopParam
+from app.controllers.params import ShopParam
 from knowledge.access import Action
 from knowledge.errors import NotFound
 from knowledge.export import KINDS, export, media_type

@@ -10,7 +10,7 @@ from litestar.datastructures import State
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from app.auth import Caller, resolve_shop, runtime_of
-from app.controllers.answers import ShopParam
+from app.controllers.params import Offset, ShopParam
 from app.schemas import EntryIn, EntryOut, EntryPage, EntryPatch
 from knowledge import entries
 from knowledge.access import Action
@@ -41,7 +41,7 @@ class KnowledgeController(Controller):
                            category: Annotated[str | None, QueryParameter(max_length=100)] = None,
                            document_id: FromQuery[UUID | None] = None,
                            limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
-                           offset: Annotated[int, QueryParameter(ge=0)] = 0) -> EntryPage:
+                           offset: Offset = 0) -> EntryPage:
         target = await resolve_shop(state, principal, Action.READ_KNOWLEDGE, shop)
         items, total = await entries.list_entries(
             runtime_of(state).pool, target.id, category=category, document_id=document_id,

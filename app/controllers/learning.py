@@ -7,7 +7,7 @@ from litestar.datastructures import State
 from litestar.params import JSONBody
 
 from app.auth import Caller, resolve_shop, runtime_of
-from app.controllers.answers import ShopParam
+from app.controllers.params import ShopParam
 from app.schemas import (
     CorrectionIn,
     CorrectionOut,

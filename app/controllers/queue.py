@@ -11,7 +11,7 @@ from litestar.datastructures import State
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from app.auth import Caller, resolve_shop, runtime_of
-from app.controllers.answers import ShopParam
+from app.controllers.params import Offset, ShopParam
 from app.schemas import (
     AnswerGapIn,
     ApproveIn,
@@ -53,7 +53,7 @@ class QueueController(Controller):
             until: FromQuery[datetime | None] = None,
             sort: Annotated[str, QueryParameter(max_length=20)] = "priority",
             limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
-            offset: Annotated[int, QueryParameter(ge=0)] = 0) -> QueuePage:
+            offset: Offset = 0) -> QueuePage:
         shop_id = await _scope(state, principal, shop)
         views, total = await review.list_items(
             runtime_of(state).pool, shop_id,
@@ -146,7 +146,7 @@ class AuditController(Controller):
     async def list_audit(self, state: State, principal: Caller, shop: ShopParam = None,
                          subject_id: FromQuery[UUID | None] = None,
                          limit: Annotated[int, QueryParameter(ge=1, le=500)] = 100,
-                         offset: Annotated[int, QueryParameter(ge=0)] = 0) -> list[AuditOut]:
+                         offset: Offset = 0) -> list[AuditOut]:
         target = await resolve_shop(state, principal, Action.REVIEW, shop)
         records = await audit.list_records(runtime_of(state).pool, target.id, subject_id,
                                            limit, offset)

@@ -9,6 +9,7 @@ from litestar.datastructures import State
 from litestar.params import JSONBody, PathParameter, QueryParameter
 
 from app.auth import Caller, resolve_shop, runtime_of, shop_cache_of
+from app.controllers.params import Offset
 from app.schemas import ShopIn, ShopOut, ShopPatch
 from knowledge import shops
 from knowledge.access import Action, authorize
@@ -28,7 +29,7 @@ class ShopController(Controller):
     @get("/", summary="List shops (admin: all; others: their own)")
     async def list_shops(self, state: State, principal: Caller,
                          limit: Annotated[int, QueryParameter(ge=1, le=500)] = 100,
-                         offset: Annotated[int, QueryParameter(ge=0)] = 0) -> list[ShopOut]:
+                         offset: Offset = 0) -> list[ShopOut]:
         if principal.shop_id is not None:
             return [ShopOut.of(await resolve_shop(state, principal, Action.READ_SHOP, None))]
         authorize(principal, Action.MANAGE_SHOPS)
