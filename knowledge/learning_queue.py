@@ -111,6 +111,7 @@ def columns_of(alias: str) -> str:
     """The item's columns qualified by a table alias, for queries that join or self-update."""
     return ", ".join(f"{alias}.{name}" for name in _NAMES)
 
+
 # A shop's open items of one kind (rejected ones kept as a negative cache), the nearest first.
 # The status list is the predicate of idx_learning_open_hnsw, word for word.
 _OPEN_ITEMS = """
@@ -222,12 +223,18 @@ _IDENTIFIER = re.compile(r"[a-z0-9]+(?:[-./][a-z0-9]+)*")
 
 
 # Deduplication asks this of the same few texts again and again (a draft against each of its
-# neighbours, question and answer): a pure function of the text, so remembered.
-@lru_cache(maxsize=1024)
+# neighbours, question and answer): a pure function of the text, so the last few are remembered
+# (an answer may be 20,000 characters, so not many).
+_IDENTIFIERS_REMEMBERED = 256
+
+
 def identifiers(text: str | None) -> frozenset[str]:
     """Tokens with a digit in them: product codes, model and order numbers, prices."""
-    if not text:
-        return frozenset()
+    return _identifiers(text) if text else frozenset()
+
+
+@lru_cache(maxsize=_IDENTIFIERS_REMEMBERED)
+def _identifiers(text: str) -> frozenset[str]:
     return frozenset(t for t in _IDENTIFIER.findall(text.lower())
                      if any(c.isdigit() for c in t))
 

@@ -234,14 +234,18 @@ async def test_review_listing_sorts_filters_and_pages(client: httpx.AsyncClient,
     corrections = await listing(source="correction")
     assert corrections["total"] == 1 and corrections["items"][0]["status"] == "approved"
     assert (await listing(status="pending"))["total"] == 2
-    # Items alike in every sort key still page without repeats or gaps.
+    # Items alike in every sort key page in the order of their ids, without repeats or gaps
+    # (enough of them that PostgreSQL's top-N sort would otherwise order them as it pleases).
+    for i in range(6):
+        ids[f"lamp {i}"] = (await _suggest(client, shop, f"Does lamp L{i}42 take LED bulbs?",
+                                           "Yes."))["item"]["id"]
     await runtime.pool.execute(
         "UPDATE learning_queue SET created_at = '2026-01-01', observations = 1, "
-        "priority = 'normal' WHERE shop_id = $1", shop.shop_id)
-    for sort in ("priority", "age", "confidence"):
-        pages = [await listing(sort=sort, limit=1, offset=k) for k in range(3)]
-        assert [p["total"] for p in pages] == [3, 3, 3]
-        assert sorted(i["id"] for p in pages for i in p["items"]) == sorted(ids.values())
+        "priority = 'normal', confidence_score = 60 WHERE shop_id = $1", shop.shop_id)
+    for sort in ("priority", "observations", "age", "newest", "confidence"):
+        pages = [await listing(sort=sort, limit=2, offset=k) for k in range(0, 9, 2)]
+        assert [p["total"] for p in pages] == [9] * 5
+        assert [i["id"] for p in pages for i in p["items"]] == sorted(ids.values()), sort
 
 
 async def test_redaction_before_storage(client: httpx.AsyncClient, shop: ShopKeys,
