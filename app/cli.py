@@ -18,6 +18,7 @@ from uuid import UUID
 from knowledge import db, entries, keys, shops
 from knowledge.access import CLI_ADMIN, Role
 from knowledge.errors import LearnkbError
+from knowledge.export import KINDS as EXPORT_KINDS
 from knowledge.migrate import migrate
 from knowledge.runtime import Runtime, open_runtime
 from knowledge.settings import Settings
@@ -302,7 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     ing.set_defaults(func=cmd_ingest)
 
     exp = sub.add_parser("export", help="JSON Lines: qa, preferences (DPO) or label-studio")
-    exp.add_argument("kind", choices=["qa", "preferences", "label-studio"])
+    exp.add_argument("kind", choices=list(EXPORT_KINDS))
     exp.add_argument("--shop", required=True)
     exp.add_argument("--out", help="a file (default: standard output)")
     exp.set_defaults(func=cmd_export)

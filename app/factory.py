@@ -21,6 +21,7 @@ from app.controllers.health import HealthController
 from app.controllers.knowledge_entries import KnowledgeController
 from app.controllers.learning import LearningController
 from app.controllers.queue import AuditController, QueueController
+from app.controllers.scope import CalibrationController, OutOfScopeController
 from app.controllers.shops import ShopController
 from app.problems import EXCEPTION_HANDLERS
 from knowledge.runtime import Runtime, open_runtime
@@ -58,7 +59,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None,
         route_handlers=[HealthController, AnswerController, KnowledgeController,
                         document_controller(settings.max_document_bytes), ShopController,
                         KeyController, LearningController, QueueController, AuditController,
-                        ExportController],
+                        ExportController, CalibrationController, OutOfScopeController],
         dependencies={"principal": Provide(provide_principal)},
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=[lifespan],

@@ -78,6 +78,9 @@ class AnswerOut(Struct):
     sources: list[SourceOut]
     options: list[SourceOut]
     latency_ms: float
+    # Why the bot answered or fell back: the evidence, the shop's calibrated chance that the
+    # best entry is right, the strictness it was held to, and what decided (knowledge/scope.py).
+    scope: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
 class SearchOut(Struct):
@@ -185,6 +188,7 @@ class ShopPatch(Struct, forbid_unknown_fields=True):
     options_threshold: Annotated[float, Meta(ge=0, le=1)] | None = None
     dedup_question_similarity: Annotated[float, Meta(ge=0, le=1)] | None = None
     dedup_answer_ratio: Annotated[int, Meta(ge=0, le=100)] | None = None
+    scope_strictness: Annotated[float, Meta(ge=0, le=1)] | None = None
 
 
 class ShopOut(Struct):
@@ -197,6 +201,7 @@ class ShopOut(Struct):
     dedup_question_similarity: float
     dedup_answer_ratio: int
     created_at: datetime
+    scope_strictness: float = 0.25
 
     @classmethod
     def of(cls, s: Shop) -> ShopOut:
@@ -205,7 +210,8 @@ class ShopOut(Struct):
                    answer_threshold=round(s.answer_threshold, 4),
                    options_threshold=round(s.options_threshold, 4),
                    dedup_question_similarity=round(s.dedup_question_similarity, 4),
-                   dedup_answer_ratio=s.dedup_answer_ratio, created_at=s.created_at)
+                   dedup_answer_ratio=s.dedup_answer_ratio, created_at=s.created_at,
+                   scope_strictness=round(s.scope_strictness, 4))
 
 
 class KeyIn(Struct, forbid_unknown_fields=True):
@@ -293,6 +299,9 @@ class QueueItemOut(Struct):
     nearest: dict[str, Any] | None = None
     nearest_similarity: float | None = None
     conflict: dict[str, Any] | None = None
+    # Marked by its owner as outside the shop's business, with the redirect customers get.
+    out_of_scope: bool = False
+    redirect: str | None = None
 
     @classmethod
     def of(cls, item: QueueItem, nearest: dict[str, Any] | None = None,
@@ -308,7 +317,9 @@ class QueueItemOut(Struct):
                    created_at=item.created_at, updated_at=item.updated_at,
                    reviewed_at=item.reviewed_at, applied_at=item.applied_at, nearest=nearest,
                    nearest_similarity=None if item.nearest_similarity is None
-                   else round(item.nearest_similarity, 4), conflict=conflict)
+                   else round(item.nearest_similarity, 4), conflict=conflict,
+                   out_of_scope=bool(item.metadata.get("out_of_scope")),
+                   redirect=item.metadata.get("redirect"))
 
 
 class QueuePage(Struct):
@@ -401,3 +412,31 @@ class AuditOut(Struct):
     before: dict[str, Any] | None
     after: dict[str, Any] | None
     created_at: datetime
+
+
+class OutOfScopeIn(Struct, forbid_unknown_fields=True):
+    # What customers asking something like this are told instead ("we don't sell insurance").
+    redirect: Annotated[str, Meta(max_length=2_000)] | None = None
+    note: Annotated[str, Meta(max_length=1_000)] | None = None
+
+
+class OutOfScopeExampleIn(Struct, forbid_unknown_fields=True):
+    question: Annotated[str, Meta(min_length=1, max_length=100_000)]
+    redirect: Annotated[str, Meta(max_length=2_000)] | None = None
+
+
+class OutOfScopeMarked(Struct):
+    item: QueueItemOut
+    example: dict[str, Any]
+
+
+class OutOfScopePage(Struct):
+    examples: list[dict[str, Any]]
+    total: int
+    limit: int
+    offset: int
+
+
+class CalibrationIn(Struct, forbid_unknown_fields=True):
+    # The lowest chance that the best entry is right at which the bot still answers.
+    strictness: Annotated[float, Meta(ge=0, le=1)] | None = None

@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from jobs import apply, reembed, refresh_metrics
+from jobs import apply, calibrate, reembed, refresh_metrics
 from knowledge.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -16,6 +16,7 @@ JOBS: dict[str, Callable[[Runtime], Awaitable[str]]] = {
     apply.NAME: apply.run,
     refresh_metrics.NAME: refresh_metrics.run,
     reembed.NAME: reembed.run,
+    calibrate.NAME: calibrate.run,
 }
 
 
@@ -42,6 +43,9 @@ def start_scheduler(rt: Runtime) -> AsyncIOScheduler:
                       max_instances=1, coalesce=True)
     scheduler.add_job(guarded, "interval", args=[apply.NAME],
                       seconds=rt.settings.apply_interval_seconds, id=apply.NAME,
+                      max_instances=1, coalesce=True)
+    scheduler.add_job(guarded, "interval", args=[calibrate.NAME],
+                      seconds=rt.settings.calibrate_interval_seconds, id=calibrate.NAME,
                       max_instances=1, coalesce=True)
     scheduler.start()
     return scheduler

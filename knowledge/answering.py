@@ -15,6 +15,8 @@ from knowledge.errors import Invalid
 from knowledge.learning_queue import ItemDraft, submit
 from knowledge.retrieval import Candidate, search
 from knowledge.runtime import Runtime
+from knowledge.scope import ScopeDecision, decide
+from knowledge.scope import cache_of as scope_cache_of
 from knowledge.shops import Shop
 from knowledge.turn_log import Turn, turn_log_of, write_turns
 
@@ -50,13 +52,19 @@ class Question:
 class Answer:
     turn_id: uuid.UUID
     conversation_id: str
-    tier: str                     # answer | options | clarify | fallback | handover
+    tier: str                     # answer | options | clarify | fallback | decline | handover
     confidence: float
     text: str
     sources: list[Candidate]
     options: list[Candidate]
     repeats: int
     timings: dict[str, float]
+    scope: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def fallback(self) -> bool:
+        """No entry is offered: nothing fit, or the shop does not do this."""
+        return self.tier in {"fallback", "decline"}
 
 
 def confidence_of(best: Candidate | None, runner_up: Candidate | None = None) -> float:
@@ -76,18 +84,18 @@ def confidence_of(best: Candidate | None, runner_up: Candidate | None = None) ->
     return round(min(1.0, max(0.0, first + boost - tie)), 4)
 
 
-def is_fallback(best: Candidate | None, floor: float) -> bool:
-    """Nothing near enough and no rare word in common: there is no answer to offer."""
-    if best is None:
-        return True
-    near = best.similarity is not None and best.similarity >= floor
-    return not near and best.lexical_coverage == 0.0
+def is_offered(candidate: Candidate, floor: float) -> bool:
+    """Near enough, or sharing a rare word, to be named among the options of an answer."""
+    near = candidate.similarity is not None and candidate.similarity >= floor
+    return near or candidate.lexical_coverage > 0.0
 
 
-def choose_tier(confidence: float, shop: Shop, repeats: int, fallback: bool) -> str:
+def choose_tier(confidence: float, shop: Shop, repeats: int, scope: ScopeDecision) -> str:
     if repeats >= 3:
         return "handover"
-    if fallback:
+    if scope.declined is not None:
+        return "decline"
+    if not scope.in_scope:
         return "fallback"
     if repeats == 2:
         return "options"
@@ -100,7 +108,8 @@ def choose_tier(confidence: float, shop: Shop, repeats: int, fallback: bool) -> 
     return "clarify"
 
 
-def compose(tier: str, question: str, candidates: list[Candidate], repeats: int) -> str:
+def compose(tier: str, question: str, candidates: list[Candidate], repeats: int,
+            redirect: str | None = None) -> str:
     entries = [c.entry for c in candidates[:OPTIONS_SHOWN]]
     if tier == "answer":
         return tone.answer(question, entries[0])
@@ -110,6 +119,8 @@ def compose(tier: str, question: str, candidates: list[Candidate], repeats: int)
         return tone.repeated(entries) if repeats else tone.clarify(entries)
     if tier == "handover":
         return tone.handover()
+    if tier == "decline":
+        return tone.decline(redirect)
     return tone.fallback()
 
 
@@ -158,9 +169,12 @@ async def answer_question(rt: Runtime, shop: Shop, q: Question) -> Answer:
                       field="question", limit=rt.settings.max_question_chars)
     vector = await rt.embedder.embed(text)
     embedded = time.perf_counter()
-    result, repeats = await asyncio.gather(
+    scopes = scope_cache_of(rt)
+    result, repeats, model, example = await asyncio.gather(
         search(rt, shop.id, text, vector, limit=OPTIONS_SHOWN + 2),
         _count_repeats(rt, shop.id, q.conversation_id, vector),
+        scopes.model(rt.pool, shop.id),
+        scopes.nearest_example(rt.pool, shop.id, vector),
     )
     best = result.candidates[0] if result.candidates else None
     # The strongest other candidate by plain evidence, wherever the order put it: when the
@@ -168,19 +182,24 @@ async def answer_question(rt: Runtime, shop: Shop, q: Question) -> Answer:
     # near tie to be unsure about.
     runner_up = max(result.candidates[1:], key=lambda c: c.evidence, default=None)
     confidence = confidence_of(best, runner_up)
-    fallback = is_fallback(best, rt.settings.fallback_min_similarity)
-    tier = choose_tier(confidence, shop, repeats, fallback)
+    # Whether the shop knows this at all, decided on the shop's own calibration.
+    scope = decide(model, shop.scope_strictness, result.candidates, example)
+    tier = choose_tier(confidence, shop, repeats, scope)
     floor = rt.settings.fallback_min_similarity
-    relevant = [c for c in result.candidates if not is_fallback(c, floor)]
-    reply = compose(tier, text, relevant, repeats)
-    sources = relevant[:1] if tier == "answer" else relevant[:OPTIONS_SHOWN]
+    relevant = [c for c in result.candidates if is_offered(c, floor)]
+    reply = compose(tier, text, relevant, repeats,
+                    scope.declined.redirect if scope.declined else None)
+    sources = ([] if tier in {"fallback", "decline"} else
+               relevant[:1] if tier == "answer" else relevant[:OPTIONS_SHOWN])
     options = relevant[:OPTIONS_SHOWN] if tier in {"options", "clarify"} else []
     turn_id = uuid.uuid4()
     conversation_id = q.conversation_id or str(uuid.uuid4())
     finished = time.perf_counter()
     timings = {"embed_ms": (embedded - started) * 1000, "sql_ms": result.sql_ms,
                "total_ms": (finished - started) * 1000}
+    explained = scope.explain()
     metrics = {"confidence": confidence, "path": result.path, "repeats": repeats,
+               "scope": explained,
                "sources": [_source_json(c) for c in sources], **{
                    k: round(v, 3) for k, v in timings.items()}}
     # Nothing a customer wrote is stored unredacted.
@@ -192,7 +211,7 @@ async def answer_question(rt: Runtime, shop: Shop, q: Question) -> Answer:
                 ab_variant=q.ab_variant, metrics=metrics)
     answer = Answer(turn_id=turn_id, conversation_id=conversation_id, tier=tier,
                     confidence=confidence, text=reply, sources=sources, options=options,
-                    repeats=repeats, timings=timings)
+                    repeats=repeats, timings=timings, scope=explained)
     if not (q.learn and tier in {"fallback", "handover"}):
         # The bot gets its answer now; the turn is written right after (knowledge/turn_log.py).
         await turn_log_of(rt).add(turn)

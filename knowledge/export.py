@@ -9,7 +9,7 @@ from typing import Any
 from knowledge.errors import Invalid
 from knowledge.runtime import Runtime
 
-KINDS = ("qa", "preferences", "label-studio")
+KINDS = ("qa", "preferences", "label-studio", "out-of-scope")
 _FETCH = 500
 
 # Approved answers, with the edits reviewers made; newest knowledge wins for repeated questions.
@@ -43,6 +43,14 @@ WHERE q.shop_id = $1 AND q.status = 'pending'
 ORDER BY q.created_at, q.id
 """
 
+# Questions the owner said the shop does not answer: negatives for an intent classifier or a
+# refusal set for fine-tuning, with what customers are told instead.
+OUT_OF_SCOPE = """
+SELECT id, question, redirect, queue_item_id, created_at
+FROM out_of_scope_examples WHERE shop_id = $1
+ORDER BY id
+"""
+
 
 def _line(value: dict[str, Any]) -> bytes:
     return (json.dumps(value, ensure_ascii=False, default=str) + "\n").encode()
@@ -59,7 +67,7 @@ async def export(rt: Runtime, shop_id: int, kind: str) -> AsyncIterator[bytes]:
     if kind not in KINDS:
         raise Invalid(f"export is one of {', '.join(KINDS)}", field="kind")
     query = {"qa": APPROVED_QA, "preferences": PREFERENCE_PAIRS,
-             "label-studio": REVIEW_TASKS}[kind]
+             "label-studio": REVIEW_TASKS, "out-of-scope": OUT_OF_SCOPE}[kind]
     listed = kind == "label-studio"
     if listed:
         yield b"["
@@ -89,6 +97,12 @@ def _record(kind: str, row: Any) -> dict[str, Any]:
                 "rejected": row["original_response"],
                 "meta": {"correction": str(row["id"]), "priority": row["priority"],
                          "context": row["correction_context"]}}
+    if kind == "out-of-scope":
+        return {"question": row["question"], "label": "out_of_scope",
+                "redirect": row["redirect"],
+                "meta": {"example": row["id"], "created_at": row["created_at"],
+                         "queue_item": None if row["queue_item_id"] is None
+                         else str(row["queue_item_id"])}}
     return {"data": {"text": row["question"], "proposed_answer": row["proposed_content"],
                      "nearest_question": row["nearest_question"],
                      "nearest_answer": row["nearest_answer"], "kind": row["kind"],

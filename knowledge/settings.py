@@ -55,6 +55,8 @@ class Settings:
     redact_extra_patterns: str = ""
     # How often the apply job moves approved learning into the knowledge base.
     apply_interval_seconds: int = 20
+    # How often shops whose knowledge changed get their out-of-scope decision refitted.
+    calibrate_interval_seconds: int = 60
 
     # Limits on what callers may send.
     max_question_chars: int = 2_000

@@ -27,10 +27,13 @@ class Shop:
     created_at: datetime
     dedup_question_similarity: float = 0.88
     dedup_answer_ratio: int = 90
+    # The lowest chance that the best entry is right at which the bot still answers from it
+    # (knowledge/scope.py); higher falls back more. Chosen on banking77's train split.
+    scope_strictness: float = 0.25
 
 
 _COLUMNS = ("id, slug, name, auto_approve_threshold, answer_threshold, options_threshold, "
-            "created_at, dedup_question_similarity, dedup_answer_ratio")
+            "created_at, dedup_question_similarity, dedup_answer_ratio, scope_strictness")
 
 INSERT_SHOP = f"INSERT INTO shops (slug, name) VALUES ($1, $2) RETURNING {_COLUMNS}"
 SELECT_SHOP_BY_ID = f"SELECT {_COLUMNS} FROM shops WHERE id = $1"
@@ -42,7 +45,8 @@ UPDATE shops SET name = coalesce($2, name),
                  answer_threshold = coalesce($4, answer_threshold),
                  options_threshold = coalesce($5, options_threshold),
                  dedup_question_similarity = coalesce($6, dedup_question_similarity),
-                 dedup_answer_ratio = coalesce($7, dedup_answer_ratio)
+                 dedup_answer_ratio = coalesce($7, dedup_answer_ratio),
+                 scope_strictness = coalesce($8, scope_strictness)
 WHERE id = $1
 RETURNING {_COLUMNS}
 """
@@ -52,7 +56,8 @@ def _shop(row: asyncpg.Record) -> Shop:
     values = dict(row)
     # Stored as 4-byte reals: 0.88 comes back as 0.8799999952, which would put a similarity
     # of exactly 0.88 on the wrong side of its own threshold.
-    for name in ("answer_threshold", "options_threshold", "dedup_question_similarity"):
+    for name in ("answer_threshold", "options_threshold", "dedup_question_similarity",
+                 "scope_strictness"):
         values[name] = round(float(values[name]), 6)
     return Shop(**values)
 
@@ -111,8 +116,10 @@ async def update_shop(conn: Queryable, shop_id: int,
     if ratio is not None and not 0 <= ratio <= 100:
         raise Invalid("dedup_answer_ratio is between 0 and 100", field="dedup_answer_ratio",
                       minimum=0, maximum=100)
+    strictness = changes.get("scope_strictness")
     for name, value in (("answer_threshold", answer), ("options_threshold", options),
-                        ("dedup_question_similarity", similarity)):
+                        ("dedup_question_similarity", similarity),
+                        ("scope_strictness", strictness)):
         if value is not None and not 0.0 <= value <= 1.0:
             raise Invalid(f"{name} is between 0 and 1", field=name, minimum=0, maximum=1)
     new_answer = current.answer_threshold if answer is None else answer
@@ -121,7 +128,7 @@ async def update_shop(conn: Queryable, shop_id: int,
         raise Invalid("options_threshold may not exceed answer_threshold",
                       field="options_threshold", maximum=new_answer)
     row = await conn.fetchrow(UPDATE_SHOP, shop_id, changes.get("name"), auto, answer, options,
-                              similarity, ratio)
+                              similarity, ratio, strictness)
     assert row is not None
     return _shop(row)
 

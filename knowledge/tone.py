@@ -62,3 +62,11 @@ def fallback() -> str:
 def handover() -> str:
     return ("I want to make sure you get the right answer, so I'm handing this over to a "
             "person on our team. They'll pick it up from here.")
+
+
+def decline(redirect: str | None) -> str:
+    """A question the owner marked as not the shop's business, with the owner's redirect."""
+    if redirect:
+        return f"I'm sorry, that's not something we can help with here. {redirect}"
+    return ("I'm sorry, that's not something we can help with here. Is there anything about "
+            "our shop I can help you with?")

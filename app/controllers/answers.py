@@ -34,7 +34,7 @@ class AnswerController(Controller):
         return AnswerOut(
             turn_id=result.turn_id, conversation_id=result.conversation_id, tier=result.tier,
             confidence=result.confidence, answer=result.text,
-            fallback=result.tier == "fallback",
+            fallback=result.fallback, scope=result.scope,
             sources=[SourceOut.of(c) for c in result.sources],
             options=[SourceOut.of(c) for c in result.options],
             latency_ms=round((time.perf_counter() - started) * 1000, 2))

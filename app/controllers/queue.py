@@ -22,11 +22,13 @@ from app.schemas import (
     CompareOut,
     ComparisonOut,
     MergeIn,
+    OutOfScopeIn,
+    OutOfScopeMarked,
     QueueItemOut,
     QueuePage,
     RejectIn,
 )
-from knowledge import audit, review
+from knowledge import audit, review, scope
 from knowledge.access import Action, Principal, Role
 from knowledge.errors import Invalid, LearnkbError
 from knowledge.learning_queue import compare_questions
@@ -94,6 +96,17 @@ class QueueController(Controller):
         shop_id = await _scope(state, principal, shop)
         return QueueItemOut.of(await review.reject(runtime_of(state), shop_id, item_id,
                                                    principal, data.reason))
+
+    @post("/{item_id:uuid}/out-of-scope", status_code=200,
+          summary="Not the shop's business: dismiss the item and decline similar questions "
+                  "(with an optional redirect)")
+    async def out_of_scope(self, state: State, principal: Caller, item_id: FromPath[UUID],
+                           data: JSONBody[OutOfScopeIn],
+                           shop: ShopParam = None) -> OutOfScopeMarked:
+        shop_id = await _scope(state, principal, shop)
+        item, example = await scope.mark_item(runtime_of(state), shop_id, item_id, principal,
+                                              data.redirect, data.note)
+        return OutOfScopeMarked(QueueItemOut.of(item), example)
 
     @post("/{item_id:uuid}/merge", status_code=200, summary="Merge this item into another")
     async def merge(self, state: State, principal: Caller, item_id: FromPath[UUID],

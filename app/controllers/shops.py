@@ -49,6 +49,6 @@ class ShopController(Controller):
             auto_approve_threshold=data.auto_approve_threshold,
             answer_threshold=data.answer_threshold, options_threshold=data.options_threshold,
             dedup_question_similarity=data.dedup_question_similarity,
-            dedup_answer_ratio=data.dedup_answer_ratio)
+            dedup_answer_ratio=data.dedup_answer_ratio, scope_strictness=data.scope_strictness)
         shop_cache_of(state).forget(target.id)
         return ShopOut.of(changed)
