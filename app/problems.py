@@ -32,10 +32,15 @@ def problem(request: Request[Any, Any, Any], status: int, title: str, detail: st
     return Response(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
+_RESERVED = frozenset({"type", "title", "status", "detail", "instance", "request"})
+
+
 def learnkb_error(request: Request[Any, Any, Any], exc: LearnkbError) -> Response[Any]:
     if exc.status >= 500:
         log.error("%s: %s", type(exc).__name__, exc.detail)
-    return problem(request, exc.status, exc.title, exc.detail, **exc.extra)
+    # An extra member named like a problem's own (an item's "status") must not replace it.
+    extra = {f"subject_{k}" if k in _RESERVED else k: v for k, v in exc.extra.items()}
+    return problem(request, exc.status, exc.title, exc.detail, **extra)
 
 
 def validation_error(request: Request[Any, Any, Any],

@@ -157,7 +157,7 @@ async def _lock(conn: Conn, shop_id: int | None, item_id: UUID) -> QueueItem:
 def _open(item: QueueItem, action: str) -> None:
     if item.status not in {"pending", "approved"}:
         raise Conflict(f"queue item {item.id} is {item.status}; only pending or approved items "
-                       f"can be {action}", status=item.status)
+                       f"can be {action}", item_status=item.status)
 
 
 async def approve(rt: Runtime, shop_id: int | None, item_id: UUID, actor: Principal, *,

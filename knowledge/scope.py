@@ -23,7 +23,7 @@ from knowledge.access import Principal
 from knowledge.db import Conn, Queryable, Vector
 from knowledge.errors import Conflict, Invalid, NotFound
 from knowledge.learning_queue import COLUMNS, item_from_row
-from knowledge.retrieval import IDENTIFIER_WEIGHT, Candidate
+from knowledge.retrieval import IDENTIFIER_WEIGHT, LEXICAL_WEIGHT, Candidate
 from knowledge.runtime import Runtime
 from knowledge.scope_model import PRIOR, Evidence, Knowledge, ScopeModel, evidence_of, fit_shop
 
@@ -141,7 +141,8 @@ class ScopeDecision:
     declined: Example | None
     p_right: float
     threshold: float
-    decided_by: str     # evidence | identifier | out_of_scope_example | nothing_found
+    # evidence | identifier | rare_words | out_of_scope_example | nothing_found
+    decided_by: str
     calibrated: bool
     evidence: Evidence
     contributions: dict[str, float]
@@ -162,8 +163,9 @@ class ScopeDecision:
 def decide(model: ScopeModel, strictness: float, candidates: list[Candidate],
            example: Example | None) -> ScopeDecision:
     """In scope when the model's chance that the best entry is right reaches the shop's
-    strictness; a question nearer an owner's out-of-scope example than any entry is declined;
-    an entry naming every identifier asked about (a product code) is in scope."""
+    strictness, or when the best entry holds every identifier (a product code) or every rare
+    word the question uses; a question nearer an owner's out-of-scope example than any entry
+    is declined."""
     ev = evidence_of([c.fit for c in candidates],
                      [c.similarity or 0.0 for c in candidates])
     p = model.p_right(ev) if candidates else 0.0
@@ -178,10 +180,16 @@ def decide(model: ScopeModel, strictness: float, candidates: list[Candidate],
     if not candidates:
         return made(False, "nothing_found")
     best = candidates[0]
+    if p >= strictness:
+        return made(True, "evidence")
     if (best.lexical_coverage >= IDENTIFIER_WEIGHT
             and any(any(ch.isdigit() for ch in x) for x in best.lexemes_matched)):
         return made(True, "identifier")
-    return made(p >= strictness, "evidence")
+    # Every word of the question that few of the shop's entries use is in this entry (common
+    # words never count): lexical evidence by rarity, not any word in common.
+    if best.lexical_coverage >= LEXICAL_WEIGHT:
+        return made(True, "rare_words")
+    return made(False, "evidence")
 
 
 class ScopeCache:
@@ -334,7 +342,8 @@ async def mark_item(rt: Runtime, shop_id: int | None, item_id: UUID, actor: Prin
         item = item_from_row(row)
         if item.status not in {"pending", "approved"}:
             raise Conflict(f"queue item {item_id} is {item.status}; only pending or approved "
-                           "items can be marked out of scope", status=item.status)
+                           "items can be marked out of scope",
+                           item_status=item.status)
         if not item.question:
             raise Invalid("this item has no question to mark", field="item_id")
         clean = _clean_redirect(rt, redirect)

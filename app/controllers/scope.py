@@ -10,6 +10,7 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 
 from app.auth import Caller, resolve_shop, runtime_of, shop_cache_of
 from app.controllers.params import Offset, ShopParam
+from app.controllers.shops import ShopRef
 from app.schemas import CalibrationIn, OutOfScopeExampleIn, OutOfScopePage
 from knowledge import scope, shops
 from knowledge.access import Action
@@ -27,14 +28,14 @@ class CalibrationController(Controller):
 
     @get("/", summary="The shop's calibrated fallback decision: what it was fitted on, its "
                       "weights and the strictness it is held to")
-    async def read(self, state: State, principal: Caller, shop_ref: str) -> dict[str, Any]:
+    async def read(self, state: State, principal: Caller, shop_ref: ShopRef) -> dict[str, Any]:
         target = await resolve_shop(state, principal, Action.REVIEW, shop_ref)
         return await _calibration(state, target)
 
     @post("/", status_code=200,
           summary="Recalibrate now (the calibrate job does it as knowledge changes); "
                   "optionally set the strictness")
-    async def recalibrate(self, state: State, principal: Caller, shop_ref: str,
+    async def recalibrate(self, state: State, principal: Caller, shop_ref: ShopRef,
                           data: JSONBody[CalibrationIn | None] = None) -> dict[str, Any]:
         rt = runtime_of(state)
         target = await resolve_shop(state, principal, Action.REVIEW, shop_ref)
