@@ -26,7 +26,10 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 
 def run_eval(args: argparse.Namespace) -> dict[str, Any]:
-    # One line per request would bury the progress bar and the tables.
+    # Only the progress bars, the tables and the last line: one line per request (httpx) or
+    # a library's notes (matplotlib's font cache) would bury them; the server's own output
+    # goes to server.log in --out.
+    logging.getLogger().setLevel(logging.WARNING)
     logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         result: dict[str, Any] = asyncio.run(COMMANDS[args.eval_cmd](args))

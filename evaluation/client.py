@@ -18,6 +18,10 @@ R = TypeVar("R")
 class ServiceError(RuntimeError):
     """The service refused a request the evaluation needed."""
 
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
 
 class Api:
     def __init__(self, base_url: str, concurrency: int = 8) -> None:
@@ -31,7 +35,8 @@ class Api:
         response = await self.http.request(method, path, json=json, params=params,
                                            headers={"Authorization": f"Bearer {key}"})
         if response.status_code >= 400:
-            raise ServiceError(f"{method} {path} -> {response.status_code}: {response.text}")
+            raise ServiceError(f"{method} {path} -> {response.status_code}: {response.text}",
+                               response.status_code)
         return response.json()
 
     async def close(self) -> None:

@@ -58,6 +58,16 @@ def read_examples(path: Path) -> list[Example]:
     return examples
 
 
+def read_texts(path: Path) -> list[str]:
+    """The `text` column of a CSV, each text once, in file order (any other column, a label
+    among them, is ignored): questions that are outside the shop's business."""
+    rows, _ = _rows(path, ("text",))
+    texts = list(dict.fromkeys(r["text"] for r in rows if r["text"]))
+    if not texts:
+        raise DatasetError(f"{path}: no texts")
+    return texts
+
+
 def read_answers(path: Path) -> dict[str, str]:
     """`label,answer` rows: the answer the knowledge base gives for each label."""
     rows, _ = _rows(path, ("label", "answer"))

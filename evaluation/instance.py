@@ -12,7 +12,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -85,14 +85,18 @@ class Instance:
 @contextmanager
 def start_instance(data_dir: str | None = None, database_url: str | None = None,
                    model_cache: Path | None = None, jobs: bool = False,
-                   settings: dict[str, str] | None = None) -> Iterator[Instance]:
+                   settings: dict[str, str] | None = None,
+                   log: Path | None = None) -> Iterator[Instance]:
     """A fresh instance: an embedded database in a new data directory (removed afterwards)
     unless `database_url` names one, which must then be empty. `settings` are LEARNKB_*
-    variables for it; `jobs` runs the batch jobs inside `learnkb serve`, as by default."""
+    variables for it; `jobs` runs the batch jobs inside `learnkb serve`, as by default.
+    With `log`, everything the server says (at level info) goes to that file instead of the
+    terminal; without it, only its warnings reach the terminal."""
     owned = data_dir is None
     root = Path(data_dir) if data_dir else Path(tempfile.mkdtemp(prefix="learnkb-eval-"))
     env = dict(os.environ)
-    env.update(LEARNKB_DATA_DIR=str(root), LEARNKB_LOG_LEVEL="warning")
+    env.update(LEARNKB_DATA_DIR=str(root),
+               LEARNKB_LOG_LEVEL="info" if log is not None else "warning")
     if model_cache is not None:
         env["LEARNKB_MODEL_CACHE"] = str(model_cache)
     env.update(settings or {})
@@ -105,8 +109,13 @@ def start_instance(data_dir: str | None = None, database_url: str | None = None,
                                             "--name", "eval")
         secret = str(json.loads(created)["secret"])
         port = free_port()
-        with served(env, port, jobs=jobs) as (base, _):
-            yield Instance(base, secret, env)
+        with ExitStack() as stack:
+            output = None
+            if log is not None:
+                log.parent.mkdir(parents=True, exist_ok=True)
+                output = stack.enter_context(log.open("w", encoding="utf-8"))
+            with served(env, port, jobs=jobs, output=output) as (base, _):
+                yield Instance(base, secret, env)
     finally:
         if owned:
             shutil.rmtree(root, ignore_errors=True)

@@ -39,6 +39,14 @@ def write_json(out: Path, name: str, report: dict[str, Any]) -> Path:
     return path
 
 
+def write_jsonl(out: Path, name: str, rows: Sequence[dict[str, Any]]) -> Path:
+    """One JSON object a line: what was asked and what came back, to recompute any figure."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / name
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
 def figure(rows: int = 1, cols: int = 1, size: tuple[float, float] = (7.0, 4.5)) -> Any:
     import matplotlib
 
