@@ -8,11 +8,11 @@ from litestar import Request
 from litestar.datastructures import State
 from litestar.di import NamedDependency
 
-from knowledge import keys
 from knowledge.access import Action, Principal, Role, scope_shop
 from knowledge.errors import NotFound
 from knowledge.runtime import Runtime
-from knowledge.shops import Shop, ShopCache, get_shop
+from knowledge.store import keys
+from knowledge.store.shops import Shop, ShopCache, get_shop
 
 # The authenticated caller, as a handler parameter.
 Caller = NamedDependency[Principal]

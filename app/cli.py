@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-from knowledge import db, entries, keys, shops
 from knowledge.access import CLI_ADMIN, Role
 from knowledge.errors import LearnkbError
-from knowledge.export import KINDS as EXPORT_KINDS
-from knowledge.migrate import migrate
+from knowledge.learning.export import KINDS as EXPORT_KINDS
 from knowledge.runtime import Runtime, open_runtime
 from knowledge.settings import Settings
+from knowledge.store import db, entries, keys, shops
+from knowledge.store.migrate import migrate
 
 if TYPE_CHECKING:
     from app.factory import StartHook
@@ -170,7 +170,7 @@ def cmd_knowledge(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def cmd_ingest(settings: Settings, args: argparse.Namespace) -> None:
-    from knowledge.documents import ingest_document
+    from knowledge.store.documents import ingest_document
 
     async def work(rt: Runtime) -> Any:
         shop_id = (await shops.get_shop(rt.pool, args.shop)).id
@@ -218,7 +218,7 @@ def cmd_eval(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def cmd_export(settings: Settings, args: argparse.Namespace) -> None:
-    from knowledge.export import export
+    from knowledge.learning.export import export
 
     async def work(rt: Runtime) -> int:
         shop_id = (await shops.get_shop(rt.pool, args.shop)).id

@@ -9,8 +9,8 @@ import asyncpg
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
-from knowledge.db import TRANSIENT_ERRORS
 from knowledge.errors import LearnkbError
+from knowledge.store.db import TRANSIENT_ERRORS
 
 log = logging.getLogger(__name__)
 

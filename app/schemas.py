@@ -9,12 +9,12 @@ from uuid import UUID
 import msgspec
 from msgspec import Meta, Struct
 
-from knowledge.documents import Document, IngestResult
-from knowledge.entries import Entry
-from knowledge.keys import ApiKey
-from knowledge.learning_queue import QueueItem
-from knowledge.retrieval import Candidate
-from knowledge.shops import Shop
+from knowledge.answering.retrieval import Candidate
+from knowledge.learning.queue import QueueItem
+from knowledge.store.documents import Document, IngestResult
+from knowledge.store.entries import Entry
+from knowledge.store.keys import ApiKey
+from knowledge.store.shops import Shop
 
 # Hard caps that bound parsing work; the tighter, configurable limits are checked in knowledge/.
 Text = Annotated[str, Meta(max_length=100_000)]
@@ -79,7 +79,7 @@ class AnswerOut(Struct):
     options: list[SourceOut]
     latency_ms: float
     # Why the bot answered or fell back: the evidence, the shop's calibrated chance that the
-    # best entry is right, the strictness it was held to, and what decided (knowledge/scope.py).
+    # best entry is right, the strictness it was held to, and what decided (answering/scope.py).
     scope: dict[str, Any] = msgspec.field(default_factory=dict)
 
 

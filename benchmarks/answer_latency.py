@@ -31,13 +31,13 @@ from benchmarks.common import (
     write_report,
 )
 from evaluation.instance import free_port
-from knowledge import keys, shops
 from knowledge.access import CLI_ADMIN, Role
-from knowledge.entries import EntryDraft, add_entries
+from knowledge.answering.retrieval import EXACT_VECTORS_OF_SHOP, cache_of, search
 from knowledge.errors import NotFound
-from knowledge.retrieval import EXACT_VECTORS_OF_SHOP, cache_of, search
 from knowledge.runtime import Runtime, open_runtime
 from knowledge.settings import Settings
+from knowledge.store import keys, shops
+from knowledge.store.entries import EntryDraft, add_entries
 
 BATCH = 8
 

@@ -28,15 +28,15 @@ from benchmarks.common import (
     write_report,
 )
 from evaluation.instance import free_port
-from knowledge import keys, shops
 from knowledge.access import CLI_ADMIN, Role
-from knowledge.answering import Question, answer_question
-from knowledge.apply import apply_approved
-from knowledge.learning_queue import ItemDraft, count_items, submit
-from knowledge.retrieval import search
+from knowledge.answering.answer import Question, answer_question
+from knowledge.answering.retrieval import search
+from knowledge.answering.turn_log import turn_log_of
+from knowledge.learning.apply import apply_approved
+from knowledge.learning.queue import ItemDraft, count_items, submit
 from knowledge.runtime import Runtime, open_runtime
 from knowledge.settings import Settings
-from knowledge.turn_log import turn_log_of
+from knowledge.store import keys, shops
 
 TOPICS = ["gift wrapping", "student discounts", "loyalty points", "store pickup",
           "corporate orders", "engraving", "repair service", "trade-in", "price matching",

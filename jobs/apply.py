@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from knowledge.apply import apply_approved
+from knowledge.learning.apply import apply_approved
 from knowledge.runtime import Runtime
 
 NAME = "apply"

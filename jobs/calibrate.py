@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from knowledge.locks import try_advisory_lock
+from knowledge.answering.scope import calibrate_all
 from knowledge.runtime import Runtime
-from knowledge.scope import calibrate_all
+from knowledge.store.locks import try_advisory_lock
 
 NAME = "calibrate"
 

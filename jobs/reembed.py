@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from knowledge.reembed import reembed
+from knowledge.model.reembed import reembed
 from knowledge.runtime import Runtime
 
 NAME = "reembed"

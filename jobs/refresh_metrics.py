@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from knowledge.metrics import refresh_views
+from knowledge.learning.metrics import refresh_views
 from knowledge.runtime import Runtime
 
 log = logging.getLogger(__name__)

@@ -7,12 +7,12 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from knowledge import entries, keys
 from knowledge.access import CLI_ADMIN, Role
-from knowledge.documents import ingest_document
 from knowledge.errors import NotFound
 from knowledge.runtime import Runtime
-from knowledge.shops import create_shop, get_shop
+from knowledge.store import entries, keys
+from knowledge.store.documents import ingest_document
+from knowledge.store.shops import create_shop, get_shop
 
 log = logging.getLogger(__name__)
 

@@ -10,12 +10,12 @@ from typing import TypeVar
 
 import asyncpg
 
-from knowledge import db
-from knowledge.embedding import Embedder
-from knowledge.migrate import migrate
+from knowledge.model.embedding import Embedder
+from knowledge.model.vectors_check import check_embedding_space
 from knowledge.redaction import Redactor, redactor_from_settings
 from knowledge.settings import Settings
-from knowledge.vectors_check import check_embedding_space
+from knowledge.store import db
+from knowledge.store.migrate import migrate
 
 log = logging.getLogger(__name__)
 

@@ -15,11 +15,11 @@ import pytest
 import uvicorn
 
 from app.factory import create_app
-from knowledge import keys, shops
 from knowledge.access import Role
-from knowledge.db import EmbeddedPostgres, ensure_database
 from knowledge.runtime import Runtime, open_runtime
 from knowledge.settings import Settings
+from knowledge.store import keys, shops
+from knowledge.store.db import EmbeddedPostgres, ensure_database
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

@@ -6,8 +6,8 @@ import uuid
 
 import httpx
 
+from knowledge.answering.turn_log import turn_log_of
 from knowledge.runtime import Runtime
-from knowledge.turn_log import turn_log_of
 from tests.conftest import ShopKeys
 
 FAQ = [

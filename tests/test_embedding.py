@@ -6,7 +6,7 @@ import asyncio
 
 import numpy as np
 
-from knowledge.embedding import Embedder, bundled_model_path
+from knowledge.model.embedding import Embedder, bundled_model_path
 from knowledge.runtime import Runtime
 
 

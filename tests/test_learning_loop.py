@@ -10,10 +10,10 @@ from typing import Any
 import httpx
 import pytest
 
-from knowledge import apply as apply_module
-from knowledge.apply import apply_approved
+from knowledge.answering.turn_log import turn_log_of
+from knowledge.learning import apply as apply_module
+from knowledge.learning.apply import apply_approved
 from knowledge.runtime import Runtime
-from knowledge.turn_log import turn_log_of
 from tests.conftest import ShopKeys, make_shop
 
 NORWAY = {"question": "Do you ship to Norway?",

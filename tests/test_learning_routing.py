@@ -7,7 +7,7 @@ import asyncio
 
 import httpx
 
-from knowledge.apply import apply_approved
+from knowledge.learning.apply import apply_approved
 from knowledge.runtime import Runtime
 from tests.conftest import ShopKeys, make_shop
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from knowledge.db import ensure_database, with_database
 from knowledge.errors import Conflict
-from knowledge.migrate import MIGRATIONS_DIR, load_migrations, migrate
+from knowledge.store.db import ensure_database, with_database
+from knowledge.store.migrate import MIGRATIONS_DIR, load_migrations, migrate
 
 EXPECTED_TABLES = {
     "shops", "api_keys", "documents", "knowledge_base_rag", "knowledge_vectors",

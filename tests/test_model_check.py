@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 
 from knowledge.access import CLI_ADMIN
-from knowledge.db import ensure_database, with_database
-from knowledge.embedding import PROBE_TEXT
-from knowledge.entries import EntryDraft, add_entries
+from knowledge.answering.retrieval import search
 from knowledge.errors import Unavailable
-from knowledge.reembed import reembed
-from knowledge.retrieval import search
+from knowledge.model.embedding import PROBE_TEXT
+from knowledge.model.reembed import reembed
 from knowledge.runtime import open_runtime
 from knowledge.settings import Settings
-from knowledge.shops import create_shop
+from knowledge.store.db import ensure_database, with_database
+from knowledge.store.entries import EntryDraft, add_entries
+from knowledge.store.shops import create_shop
 
 
 async def test_other_models_vectors_are_refused_until_reembedded(database_url: str,

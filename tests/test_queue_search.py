@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import asyncio
 
-from knowledge import shops
 from knowledge.access import CLI_ADMIN
-from knowledge.learning_queue import (
+from knowledge.answering.retrieval import cache_of
+from knowledge.learning.queue import (
     DEDUP_SETTINGS,
     KEPT_SIGNALS,
     NEAREST_ITEMS,
@@ -18,8 +18,8 @@ from knowledge.learning_queue import (
     _nearest_items_query,
     submit,
 )
-from knowledge.retrieval import cache_of
 from knowledge.runtime import Runtime
+from knowledge.store import shops
 from tests.conftest import make_shop
 from tests.test_retrieval_exact import _questions
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from knowledge.access import CLI_ADMIN
-from knowledge.entries import EntryDraft, add_entries
-from knowledge.retrieval import EXACT_VECTORS_OF_SHOP, cache_of, search
+from knowledge.answering.retrieval import EXACT_VECTORS_OF_SHOP, cache_of, search
 from knowledge.runtime import Runtime
+from knowledge.store.entries import EntryDraft, add_entries
 from tests.conftest import make_shop
 
 PRODUCTS = ["grinder", "kettle", "espresso machine", "milk frother", "scale", "tamper",

@@ -6,8 +6,8 @@ from __future__ import annotations
 import httpx
 
 from jobs.scheduler import run_job
+from knowledge.answering.scope_model import PRIOR
 from knowledge.runtime import Runtime
-from knowledge.scope_model import PRIOR
 from tests.conftest import ShopKeys
 
 # Twelve topics of a bicycle shop, three phrasings each: enough for the shop's own

@@ -10,10 +10,10 @@ import httpx
 import numpy as np
 import pytest
 
-from knowledge.db import create_pool
+from knowledge.answering.turn_log import Turn, TurnLog, turn_log_of
 from knowledge.errors import Unavailable
 from knowledge.runtime import Runtime
-from knowledge.turn_log import Turn, TurnLog, turn_log_of
+from knowledge.store.db import create_pool
 from tests.conftest import ShopKeys
 
 

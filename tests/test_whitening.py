@@ -8,15 +8,15 @@ from datetime import UTC, datetime
 import httpx
 import numpy as np
 
-from knowledge.entries import Entry
-from knowledge.retrieval import Candidate, cache_of, ordered
-from knowledge.runtime import Runtime
-from knowledge.whitening import (
+from knowledge.answering.retrieval import Candidate, cache_of, ordered
+from knowledge.answering.whitening import (
     MIN_PHRASINGS,
     SHRINKAGE,
     discriminative_similarities,
     whitening_matrix,
 )
+from knowledge.runtime import Runtime
+from knowledge.store.entries import Entry
 from tests.conftest import ShopKeys, make_shop
 
 DIM = 8

@@ -13,9 +13,9 @@ from app.auth import Caller, resolve_shop, runtime_of
 from app.controllers.params import ShopParam
 from app.schemas import AnswerIn, AnswerOut, SearchOut, SourceOut
 from knowledge.access import Action
-from knowledge.answering import Question, answer_question
+from knowledge.answering.answer import Question, answer_question
+from knowledge.answering.retrieval import search
 from knowledge.errors import Invalid
-from knowledge.retrieval import search
 
 
 class AnswerController(Controller):

@@ -12,9 +12,9 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 from app.auth import Caller, key_cache_of, resolve_shop, runtime_of
 from app.controllers.params import Offset, ShopParam
 from app.schemas import KeyIn, KeyOut, NewKeyOut
-from knowledge import keys
 from knowledge.access import Action, Role, authorize
 from knowledge.errors import NotFound
+from knowledge.store import keys
 
 
 class KeyController(Controller):

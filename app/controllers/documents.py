@@ -12,10 +12,10 @@ from litestar.params import FromPath, MultipartBody, QueryParameter
 from app.auth import Caller, resolve_shop, runtime_of
 from app.controllers.params import Offset, ShopParam
 from app.schemas import DocumentOut, IngestOut
-from knowledge import documents
 from knowledge.access import Action
+from knowledge.answering.retrieval import cache_of
 from knowledge.errors import Invalid
-from knowledge.retrieval import cache_of
+from knowledge.store import documents
 
 # Multipart framing around the file itself.
 _FORM_OVERHEAD = 64 * 1024

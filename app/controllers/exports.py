@@ -13,7 +13,7 @@ from app.auth import Caller, resolve_shop, runtime_of
 from app.controllers.params import ShopParam
 from knowledge.access import Action
 from knowledge.errors import NotFound
-from knowledge.export import KINDS, export, media_type
+from knowledge.learning.export import KINDS, export, media_type
 
 ExportKind = Annotated[str, PathParameter(max_length=20, description=", ".join(KINDS))]
 

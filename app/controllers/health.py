@@ -6,9 +6,9 @@ from litestar import Controller, Response, get
 from litestar.datastructures import State
 
 from app.schemas import Health
-from knowledge.db import ping
+from knowledge.answering.turn_log import turn_log_of
 from knowledge.runtime import Runtime
-from knowledge.turn_log import turn_log_of
+from knowledge.store.db import ping
 
 # Seconds without a turn written while turns wait: the log is stuck (the database is away).
 TURN_LOG_STALL = 30.0

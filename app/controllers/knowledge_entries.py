@@ -12,9 +12,9 @@ from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from app.auth import Caller, resolve_shop, runtime_of
 from app.controllers.params import Offset, ShopParam
 from app.schemas import EntryIn, EntryOut, EntryPage, EntryPatch
-from knowledge import entries
 from knowledge.access import Action
-from knowledge.retrieval import cache_of
+from knowledge.answering.retrieval import cache_of
+from knowledge.store import entries
 
 
 class KnowledgeController(Controller):

@@ -19,8 +19,8 @@ from app.schemas import (
 )
 from knowledge.access import Action
 from knowledge.errors import Invalid
-from knowledge.learning_queue import ItemDraft, Submitted, submit
-from knowledge.signals import record_correction, record_feedback
+from knowledge.learning.queue import ItemDraft, Submitted, submit
+from knowledge.learning.signals import record_correction, record_feedback
 
 
 def submitted_out(s: Submitted) -> SubmittedOut:

@@ -28,10 +28,12 @@ from app.schemas import (
     QueuePage,
     RejectIn,
 )
-from knowledge import audit, review, scope
 from knowledge.access import Action, Principal, Role
+from knowledge.answering import scope
 from knowledge.errors import Invalid, LearnkbError
-from knowledge.learning_queue import compare_questions
+from knowledge.learning import review
+from knowledge.learning.queue import compare_questions
+from knowledge.store import audit
 
 
 async def _scope(state: State, principal: Principal, shop: str | None) -> int | None:

@@ -12,9 +12,10 @@ from app.auth import Caller, resolve_shop, runtime_of, shop_cache_of
 from app.controllers.params import Offset, ShopParam
 from app.controllers.shops import ShopRef
 from app.schemas import CalibrationIn, OutOfScopeExampleIn, OutOfScopePage
-from knowledge import scope, shops
 from knowledge.access import Action
-from knowledge.shops import Shop
+from knowledge.answering import scope
+from knowledge.store import shops
+from knowledge.store.shops import Shop
 
 
 async def _calibration(state: State, target: Shop) -> dict[str, Any]:

@@ -11,8 +11,8 @@ from litestar.params import JSONBody, PathParameter, QueryParameter
 from app.auth import Caller, resolve_shop, runtime_of, shop_cache_of
 from app.controllers.params import Offset
 from app.schemas import ShopIn, ShopOut, ShopPatch
-from knowledge import shops
 from knowledge.access import Action, authorize
+from knowledge.store import shops
 
 ShopRef = Annotated[str, PathParameter(max_length=63, description="shop id or slug")]
 

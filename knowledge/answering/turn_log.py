@@ -25,9 +25,9 @@ from uuid import UUID
 
 import asyncpg
 
-from knowledge.db import ArrayItem, Conn, Vector
 from knowledge.errors import Unavailable
 from knowledge.runtime import Runtime
+from knowledge.store.db import ArrayItem, Conn, Vector
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ import asyncpg
 import numpy as np
 from numpy.typing import NDArray
 
-from knowledge.db import Queryable, Vector
+from knowledge.store.db import Queryable, Vector
 
 log = logging.getLogger(__name__)
 

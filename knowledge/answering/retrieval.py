@@ -10,10 +10,10 @@ import asyncpg
 import numpy as np
 from numpy.typing import NDArray
 
-from knowledge.db import Queryable, Vector
-from knowledge.entries import COLUMN_NAMES, Entry, entry_from_row
+from knowledge.answering.whitening import WhiteningCache, discriminative_similarities
 from knowledge.runtime import Runtime
-from knowledge.whitening import WhiteningCache, discriminative_similarities
+from knowledge.store.db import Queryable, Vector
+from knowledge.store.entries import COLUMN_NAMES, Entry, entry_from_row
 
 # Cosine similarity below FLOOR is no evidence at all; at FULL the match is certain.
 SIMILARITY_FLOOR = 0.30
@@ -21,7 +21,7 @@ SIMILARITY_FULL = 0.80
 # The share of an entry's similarity that comes from all its questions together (the rest is
 # its single nearest question); chosen on banking77's train split, not its test set.
 PROFILE_WEIGHT = 0.5
-# How entries are ordered when the shop's within-entry spread is known (knowledge/whitening.py):
+# How entries are ordered when the shop's within-entry spread is known (whitening.py):
 # best question, mean of questions, and mean of questions where entries differ. Only the order
 # changes: confidence stays on the plain similarities, whose scale the tiers were set on. Chosen
 # on banking77's train split (0.835 -> 0.843 hit@1 there), not its test set.

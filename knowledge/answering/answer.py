@@ -8,17 +8,17 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from knowledge import tone
 from knowledge.access import SYSTEM
-from knowledge.db import Vector
+from knowledge.answering import tone
+from knowledge.answering.retrieval import Candidate, search
+from knowledge.answering.scope import ScopeDecision, decide
+from knowledge.answering.scope import cache_of as scope_cache_of
+from knowledge.answering.turn_log import Turn, turn_log_of, write_turns
 from knowledge.errors import Invalid
-from knowledge.learning_queue import ItemDraft, submit
-from knowledge.retrieval import Candidate, search
+from knowledge.learning.queue import ItemDraft, submit
 from knowledge.runtime import Runtime
-from knowledge.scope import ScopeDecision, decide
-from knowledge.scope import cache_of as scope_cache_of
-from knowledge.shops import Shop
-from knowledge.turn_log import Turn, turn_log_of, write_turns
+from knowledge.store.db import Vector
+from knowledge.store.shops import Shop
 
 # A lead of MARGIN_FULL in evidence over the runner-up closes MARGIN_WEIGHT of the remaining
 # gap; a lead under AMBIGUOUS_MARGIN takes up to AMBIGUITY_PENALTY of the runner-up's evidence off.
@@ -213,7 +213,7 @@ async def answer_question(rt: Runtime, shop: Shop, q: Question) -> Answer:
                     confidence=confidence, text=reply, sources=sources, options=options,
                     repeats=repeats, timings=timings, scope=explained)
     if not (q.learn and tier in {"fallback", "handover"}):
-        # The bot gets its answer now; the turn is written right after (knowledge/turn_log.py).
+        # The bot gets its answer now; the turn is written right after (turn_log.py).
         await turn_log_of(rt).add(turn)
         return answer
     async with rt.pool.acquire() as conn, conn.transaction():

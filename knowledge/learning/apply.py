@@ -7,11 +7,15 @@ from collections import defaultdict
 from dataclasses import dataclass
 from uuid import UUID
 
-from knowledge import audit
 from knowledge.access import SYSTEM
-from knowledge.db import Conn, Vector
-from knowledge.entries import SELECT_LIVE as SELECT_LIVE_ENTRY
-from knowledge.entries import (
+from knowledge.answering.retrieval import cache_of
+from knowledge.errors import LearnkbError
+from knowledge.learning.queue import COLUMNS, PHRASING_ONLY, QueueItem, item_from_row
+from knowledge.runtime import Runtime
+from knowledge.store import audit
+from knowledge.store.db import Conn, Vector
+from knowledge.store.entries import SELECT_LIVE as SELECT_LIVE_ENTRY
+from knowledge.store.entries import (
     EntryDraft,
     add_entries,
     entries_with_answers,
@@ -19,11 +23,7 @@ from knowledge.entries import (
     supersede_entry,
     validate,
 )
-from knowledge.errors import LearnkbError
-from knowledge.learning_queue import COLUMNS, PHRASING_ONLY, QueueItem, item_from_row
-from knowledge.locks import try_advisory_lock
-from knowledge.retrieval import cache_of
-from knowledge.runtime import Runtime
+from knowledge.store.locks import try_advisory_lock
 
 log = logging.getLogger(__name__)
 

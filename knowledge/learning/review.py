@@ -7,11 +7,9 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from knowledge import audit
 from knowledge.access import Principal
-from knowledge.db import Conn, Queryable
 from knowledge.errors import Conflict, Invalid, NotFound
-from knowledge.learning_queue import (
+from knowledge.learning.queue import (
     COLUMNS,
     KEPT_SIGNALS,
     QueueItem,
@@ -19,6 +17,8 @@ from knowledge.learning_queue import (
     item_from_row,
 )
 from knowledge.runtime import Runtime
+from knowledge.store import audit
+from knowledge.store.db import Conn, Queryable
 
 SORTS = {
     "priority": "CASE priority WHEN 'urgent' THEN 0 WHEN 'high' THEN 1 WHEN 'normal' THEN 2 "

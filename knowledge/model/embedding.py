@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from knowledge.db import Vector
 from knowledge.errors import Invalid, Unavailable
-from knowledge.onnx_encoder import OnnxEncoder
+from knowledge.model.onnx_encoder import OnnxEncoder
 from knowledge.settings import Settings
+from knowledge.store.db import Vector
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -97,7 +97,7 @@ class Embedder:
 
     @property
     def direct(self) -> bool:
-        """The model runs straight through onnxruntime (see knowledge/onnx_encoder.py)."""
+        """The model runs straight through onnxruntime (see knowledge/model/onnx_encoder.py)."""
         return bool(self._models) and all(isinstance(m, OnnxEncoder) for m in self._models)
 
     def load(self) -> None:

@@ -6,7 +6,7 @@ import re
 import zlib
 from collections.abc import Sequence
 
-from knowledge.entries import Entry
+from knowledge.store.entries import Entry
 
 _HEADER_LINE = re.compile(r"^\s*#{1,6}\s+.*$", re.MULTILINE)
 _OPENERS = ("Happy to help!", "Sure!", "Good question!")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from knowledge.locks import try_advisory_lock
+from knowledge.store.locks import try_advisory_lock
 
 # CONCURRENTLY keeps the views readable during the refresh (their unique indexes allow it).
 REFRESH_LEARNING = "REFRESH MATERIALIZED VIEW CONCURRENTLY daily_learning_metrics"

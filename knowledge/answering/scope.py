@@ -18,14 +18,21 @@ from uuid import UUID
 import asyncpg
 import numpy as np
 
-from knowledge import audit
 from knowledge.access import Principal
-from knowledge.db import Conn, Queryable, Vector
+from knowledge.answering.retrieval import IDENTIFIER_WEIGHT, LEXICAL_WEIGHT, Candidate
+from knowledge.answering.scope_model import (
+    PRIOR,
+    Evidence,
+    Knowledge,
+    ScopeModel,
+    evidence_of,
+    fit_shop,
+)
 from knowledge.errors import Conflict, Invalid, NotFound
-from knowledge.learning_queue import COLUMNS, item_from_row
-from knowledge.retrieval import IDENTIFIER_WEIGHT, LEXICAL_WEIGHT, Candidate
+from knowledge.learning.queue import COLUMNS, item_from_row
 from knowledge.runtime import Runtime
-from knowledge.scope_model import PRIOR, Evidence, Knowledge, ScopeModel, evidence_of, fit_shop
+from knowledge.store import audit
+from knowledge.store.db import Conn, Queryable, Vector
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ from uuid import UUID
 import asyncpg
 
 from knowledge.access import Principal, Role
-from knowledge.db import Queryable
 from knowledge.errors import Forbidden, Invalid, NotFound, Unauthorized
+from knowledge.store.db import Queryable
 
 _KEY_PREFIX = "lkb_"
 

@@ -14,7 +14,7 @@ from knowledge.errors import Conflict
 
 log = logging.getLogger(__name__)
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 _NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
 # One fixed advisory lock key: two processes starting at once apply migrations one at a time.

@@ -11,11 +11,11 @@ from uuid import UUID, uuid4
 
 import asyncpg
 
-from knowledge import audit
 from knowledge.access import Principal
-from knowledge.db import ArrayItem, Conn, Queryable, Vector
 from knowledge.errors import Conflict, Invalid, NotFound
 from knowledge.runtime import Runtime
+from knowledge.store import audit
+from knowledge.store.db import ArrayItem, Conn, Queryable, Vector
 
 MAX_VARIANTS = 50
 MAX_CATEGORY = 100

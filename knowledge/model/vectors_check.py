@@ -7,8 +7,8 @@ import logging
 import asyncpg
 import numpy as np
 
-from knowledge.embedding import PROBE_TEXT, Embedder
 from knowledge.errors import Unavailable
+from knowledge.model.embedding import PROBE_TEXT, Embedder
 
 log = logging.getLogger(__name__)
 

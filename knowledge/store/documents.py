@@ -13,12 +13,12 @@ from uuid import UUID
 
 import asyncpg
 
-from knowledge import audit
 from knowledge.access import Principal
-from knowledge.db import Queryable
-from knowledge.entries import EntryDraft, add_entries
 from knowledge.errors import Invalid, NotFound, TooLarge, Unsupported
 from knowledge.runtime import Runtime
+from knowledge.store import audit
+from knowledge.store.db import Queryable
+from knowledge.store.entries import EntryDraft, add_entries
 
 MEDIA_TYPES = {
     ".md": "text/markdown", ".markdown": "text/markdown", ".html": "text/html",

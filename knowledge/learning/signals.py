@@ -7,9 +7,9 @@ from typing import Any
 from uuid import UUID
 
 from knowledge.access import Principal
-from knowledge.db import Conn, in_transaction
+from knowledge.answering.turn_log import turn_log_of
 from knowledge.errors import Invalid, NotFound
-from knowledge.learning_queue import (
+from knowledge.learning.queue import (
     NEGATIVE_FEEDBACK_CONFIDENCE,
     PRIORITY_CONFIDENCE,
     ItemDraft,
@@ -19,8 +19,8 @@ from knowledge.learning_queue import (
 )
 from knowledge.redaction import Redactor
 from knowledge.runtime import Runtime
-from knowledge.shops import Shop
-from knowledge.turn_log import turn_log_of
+from knowledge.store.db import Conn, in_transaction
+from knowledge.store.shops import Shop
 
 FEEDBACK_TYPES = ("thumbs_up", "thumbs_down", "star_rating", "emoji")
 POSITIVE_EMOJI = frozenset(["👍", "😀", "😃", "😄", "😊", "🙂", "😍", "❤️", "🎉", "👏", "🙏"])

@@ -9,7 +9,7 @@ from typing import Any
 from uuid import UUID
 
 from knowledge.access import Principal
-from knowledge.db import Queryable
+from knowledge.store.db import Queryable
 
 INSERT_AUDIT = """
 INSERT INTO learning_audit_log (shop_id, actor, actor_key_id, action, subject_type, subject_id,

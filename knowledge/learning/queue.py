@@ -12,15 +12,15 @@ from uuid import UUID
 import asyncpg
 from rapidfuzz import fuzz
 
-from knowledge import audit
 from knowledge.access import Principal
-from knowledge.db import Conn, Queryable, Vector, in_transaction
-from knowledge.embedding import normalize_text
-from knowledge.entries import entry_with_answer
+from knowledge.answering.retrieval import cache_of, choose_path, nearest_entries
 from knowledge.errors import Invalid, NotFound
-from knowledge.retrieval import cache_of, choose_path, nearest_entries
+from knowledge.model.embedding import normalize_text
 from knowledge.runtime import Runtime
-from knowledge.shops import Shop
+from knowledge.store import audit
+from knowledge.store.db import Conn, Queryable, Vector, in_transaction
+from knowledge.store.entries import entry_with_answer
+from knowledge.store.shops import Shop
 
 PRIORITY_CONFIDENCE = {"low": 70, "normal": 80, "high": 90, "urgent": 95}
 NEGATIVE_FEEDBACK_CONFIDENCE = 50

@@ -10,8 +10,8 @@ from typing import Any
 
 import asyncpg
 
-from knowledge.db import Queryable
 from knowledge.errors import Conflict, Invalid, NotFound
+from knowledge.store.db import Queryable
 
 SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 
@@ -28,7 +28,7 @@ class Shop:
     dedup_question_similarity: float = 0.88
     dedup_answer_ratio: int = 90
     # The lowest chance that the best entry is right at which the bot still answers from it
-    # (knowledge/scope.py); higher falls back more. Chosen on banking77's train split.
+    # (knowledge/answering/scope.py); higher falls back more. Chosen on banking77's train split.
     scope_strictness: float = 0.25
 
 

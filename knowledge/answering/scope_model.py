@@ -5,7 +5,7 @@ questions the shop already has: each known question asked of the knowledge witho
 keeps its other phrasings: an in-scope question, right when its own entry comes first) and asked
 of the knowledge without its whole entry (an in-domain out-of-scope question, the kind that is
 hardest to tell apart), plus the owner's out-of-scope examples and the turns customers rated.
-Nothing here touches the database: knowledge/scope.py reads the vectors and stores the model.
+Nothing here touches the database: scope.py reads the vectors and stores the model.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from numpy.typing import NDArray
 # question, half the mean of its questions, as retrieval ranks), its lead in fit over the next
 # entry (a crowded neighbourhood is less sure), and the nearest single question's similarity.
 FEATURES = ("fit", "margin", "similarity")
-# The share of an entry's fit that comes from the mean of its questions (knowledge/retrieval.py
+# The share of an entry's fit that comes from the mean of its questions (retrieval.py
 # uses the same weight).
 PROFILE_WEIGHT = 0.5
 # Ridge on the standardized weights: with a few dozen probes the fit must stay tame.

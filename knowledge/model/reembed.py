@@ -6,12 +6,12 @@ import logging
 
 import numpy as np
 
-from knowledge.db import ArrayItem
-from knowledge.embedding import PROBE_TEXT
-from knowledge.entries import COLUMNS as ENTRY_COLUMNS
-from knowledge.entries import EntryDraft, embed_drafts, entry_from_row, insert_vectors
-from knowledge.locks import try_advisory_lock
+from knowledge.model.embedding import PROBE_TEXT
 from knowledge.runtime import Runtime
+from knowledge.store.db import ArrayItem
+from knowledge.store.entries import COLUMNS as ENTRY_COLUMNS
+from knowledge.store.entries import EntryDraft, embed_drafts, entry_from_row, insert_vectors
+from knowledge.store.locks import try_advisory_lock
 
 log = logging.getLogger(__name__)
 
