@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from knowledge.learning.out_of_scope import reembed_examples
 from knowledge.model.reembed import reembed
 from knowledge.runtime import Runtime
 
@@ -10,4 +11,6 @@ NAME = "reembed"
 
 async def run(rt: Runtime) -> str:
     count = await reembed(rt)
-    return f"re-embedded {count} entries with {rt.embedder.model_name} ({rt.embedder.backend})"
+    examples = await reembed_examples(rt)
+    return (f"re-embedded {count} entries and {examples} out-of-scope examples with "
+            f"{rt.embedder.model_name} ({rt.embedder.backend})")

@@ -29,9 +29,8 @@ from app.schemas import (
     RejectIn,
 )
 from knowledge.access import Action, Principal, Role
-from knowledge.answering import scope
 from knowledge.errors import Invalid, LearnkbError
-from knowledge.learning import review
+from knowledge.learning import out_of_scope, review
 from knowledge.learning.queue import compare_questions
 from knowledge.store import audit
 
@@ -106,7 +105,7 @@ class QueueController(Controller):
                            data: JSONBody[OutOfScopeIn],
                            shop: ShopParam = None) -> OutOfScopeMarked:
         shop_id = await _scope(state, principal, shop)
-        item, example = await scope.mark_item(runtime_of(state), shop_id, item_id, principal,
+        item, example = await out_of_scope.mark_item(runtime_of(state), shop_id, item_id, principal,
                                               data.redirect, data.note)
         return OutOfScopeMarked(QueueItemOut.of(item), example)
 

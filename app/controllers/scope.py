@@ -14,7 +14,7 @@ from app.controllers.shops import ShopRef
 from app.schemas import CalibrationIn, OutOfScopeExampleIn, OutOfScopePage
 from knowledge.access import Action
 from knowledge.answering import scope
-from knowledge.store import shops
+from knowledge.learning import out_of_scope
 from knowledge.store.shops import Shop
 
 
@@ -41,10 +41,10 @@ class CalibrationController(Controller):
         rt = runtime_of(state)
         target = await resolve_shop(state, principal, Action.REVIEW, shop_ref)
         if data is not None and data.strictness is not None:
-            target = await shops.update_shop(rt.pool, target.id,
-                                             scope_strictness=data.strictness)
+            target = await scope.set_strictness(rt, target, data.strictness, principal)
             shop_cache_of(state).forget(target.id)
-        await scope.calibrate(rt, target.id, force=True)
+        # Refits only when the shop changed since its last fit: asking again costs nothing.
+        await scope.calibrate(rt, target.id)
         return await _calibration(state, target)
 
 
@@ -57,7 +57,7 @@ class OutOfScopeController(Controller):
                             limit: Annotated[int, QueryParameter(ge=1, le=500)] = 100,
                             offset: Offset = 0) -> OutOfScopePage:
         target = await resolve_shop(state, principal, Action.REVIEW, shop)
-        examples, total = await scope.list_examples(runtime_of(state).pool, target.id, limit,
+        examples, total = await out_of_scope.list_examples(runtime_of(state).pool, target.id, limit,
                                                     offset)
         return OutOfScopePage(examples, total, limit, offset)
 
@@ -65,14 +65,12 @@ class OutOfScopeController(Controller):
                                         "questions are declined with the redirect")
     async def add(self, state: State, principal: Caller, data: JSONBody[OutOfScopeExampleIn],
                   shop: ShopParam = None) -> dict[str, Any]:
-        rt = runtime_of(state)
         target = await resolve_shop(state, principal, Action.CORRECT, shop)
-        async with rt.pool.acquire() as conn, conn.transaction():
-            return await scope.add_example(rt, conn, target.id, data.question, data.redirect,
-                                           principal)
+        return await out_of_scope.add_example(runtime_of(state), target.id, data.question,
+                                              data.redirect, principal)
 
     @delete("/{example_id:int}", status_code=204, summary="Forget an out-of-scope example")
     async def remove(self, state: State, principal: Caller, example_id: FromPath[int],
                      shop: ShopParam = None) -> None:
         target = await resolve_shop(state, principal, Action.CORRECT, shop)
-        await scope.delete_example(runtime_of(state), target.id, example_id, principal)
+        await out_of_scope.delete_example(runtime_of(state), target.id, example_id, principal)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from knowledge.access import SYSTEM
@@ -174,7 +174,7 @@ async def answer_question(rt: Runtime, shop: Shop, q: Question) -> Answer:
         search(rt, shop.id, text, vector, limit=OPTIONS_SHOWN + 2),
         _count_repeats(rt, shop.id, q.conversation_id, vector),
         scopes.model(rt.pool, shop.id),
-        scopes.nearest_example(rt.pool, shop.id, vector),
+        scopes.nearest_example(rt.pool, shop.id, vector, rt.embedder.model_name),
     )
     best = result.candidates[0] if result.candidates else None
     # The strongest other candidate by plain evidence, wherever the order put it: when the
@@ -183,10 +183,13 @@ async def answer_question(rt: Runtime, shop: Shop, q: Question) -> Answer:
     runner_up = max(result.candidates[1:], key=lambda c: c.evidence, default=None)
     confidence = confidence_of(best, runner_up)
     # Whether the shop knows this at all, decided on the shop's own calibration.
-    scope = decide(model, shop.scope_strictness, result.candidates, example)
-    tier = choose_tier(confidence, shop, repeats, scope)
     floor = rt.settings.fallback_min_similarity
+    scope = decide(model, shop.scope_strictness, result.candidates, example, floor)
     relevant = [c for c in result.candidates if is_offered(c, floor)]
+    if scope.in_scope and not relevant:
+        # In scope by a lenient strictness, yet no entry near enough to name: nothing to show.
+        scope = replace(scope, in_scope=False, decided_by="nothing_near")
+    tier = choose_tier(confidence, shop, repeats, scope)
     reply = compose(tier, text, relevant, repeats,
                     scope.declined.redirect if scope.declined else None)
     sources = ([] if tier in {"fallback", "decline"} else

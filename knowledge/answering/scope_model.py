@@ -27,6 +27,9 @@ FEATURES = ("fit", "margin", "similarity")
 PROFILE_WEIGHT = 0.5
 # Ridge on the standardized weights: with a few dozen probes the fit must stay tame.
 L2 = 1e-3
+# The smallest spread a feature is standardized by: a feature nearly constant over the probes
+# (a shop of identical phrasings) must not turn a hair's difference into certainty.
+MIN_SCALE = 0.02
 # Below these counts the shop's own evidence is too thin to fit on; the prior serves instead.
 MIN_IN_SCOPE_PROBES = 20
 MIN_OUT_OF_SCOPE_PROBES = 10
@@ -48,6 +51,13 @@ class Evidence:
     def as_dict(self) -> dict[str, float]:
         return {"fit": round(self.fit, 4), "margin": round(self.margin, 4),
                 "similarity": round(self.similarity, 4)}
+
+    @classmethod
+    def from_dict(cls, value: dict[str, Any]) -> Evidence | None:
+        try:
+            return cls(float(value["fit"]), float(value["margin"]), float(value["similarity"]))
+        except (KeyError, TypeError, ValueError):
+            return None
 
 
 def evidence_of(fits: Sequence[float], similarities: Sequence[float]) -> Evidence:
@@ -110,7 +120,7 @@ def fit_logistic(x: NDArray[np.float64], y: NDArray[np.float64],
                  weight: NDArray[np.float64], counts: dict[str, int]) -> ScopeModel:
     """Weighted, ridge-regularized logistic regression by Newton's method."""
     mean = x.mean(axis=0)
-    scale = x.std(axis=0) + 1e-6
+    scale = np.maximum(x.std(axis=0), MIN_SCALE)
     z = np.column_stack([(x - mean) / scale, np.ones(len(x))])
     beta = np.zeros(z.shape[1])
     total = float(weight.sum())
@@ -132,9 +142,13 @@ def fit_logistic(x: NDArray[np.float64], y: NDArray[np.float64],
 class Knowledge:
     """A shop's question vectors grouped by entry, for asking questions of it in memory."""
 
-    def __init__(self, vectors: NDArray[np.float32], entries: NDArray[np.int64]) -> None:
+    def __init__(self, vectors: NDArray[np.float32], entries: NDArray[np.int64],
+                 askable: NDArray[np.bool_] | None = None) -> None:
         self.vectors = vectors.astype(np.float32)
         self.entries = entries
+        # Which vectors are questions a customer could ask (not document chunks): only those
+        # are asked as probes, though every vector competes for an answer.
+        self.askable = np.ones(len(entries), dtype=bool) if askable is None else askable
         self.count = int(entries.max()) + 1 if len(entries) else 0
         self.sizes = np.bincount(entries, minlength=self.count).astype(np.float64)
         sums = np.zeros((self.count, vectors.shape[1] if vectors.ndim == 2 else 0))
@@ -210,23 +224,24 @@ class Probes:
 def probe_knowledge(k: Knowledge, probes: Probes, limit: int,
                     rng: np.random.Generator) -> None:
     """Leave-one-out probes from the shop's own questions (at most `limit` of each kind)."""
-    multi = rng.permutation(np.flatnonzero(k.sizes[k.entries] >= 2))[:limit]
+    multi = rng.permutation(np.flatnonzero((k.sizes[k.entries] >= 2) & k.askable))[:limit]
     for i, (e, top) in zip(multi, k.evidence(k.vectors[multi], without_vector=list(multi)),
                            strict=True):
         probes.add("in_scope", e, right=top == int(k.entries[i]))
     if k.count < 2:
         return  # without its only entry a shop knows nothing: no contrast to learn from
-    chosen = rng.permutation(len(k.vectors))[:limit]
+    chosen = rng.permutation(np.flatnonzero(k.askable))[:limit]
     for e, _ in k.evidence(k.vectors[chosen],
                            without_entry=[int(k.entries[i]) for i in chosen]):
         probes.add("out_of_scope", e, right=False)
 
 
 def fit_shop(k: Knowledge, examples: NDArray[np.float32],
-             rated: Sequence[tuple[NDArray[np.float32], bool]],
+             rated: Sequence[tuple[Evidence, bool]],
              limit: int = 2_000, seed: int = 0) -> ScopeModel:
-    """The shop's model from its knowledge, its out-of-scope examples and its rated turns; the
-    prior when the evidence is too thin (each class weighs half, whatever its count)."""
+    """The shop's model from its knowledge, its out-of-scope examples and its rated turns (with
+    the evidence each was answered on); the prior when the evidence is too thin (each class
+    weighs half, whatever its count)."""
     probes = Probes()
     rng = np.random.default_rng(seed)
     if k.count:
@@ -234,11 +249,12 @@ def fit_shop(k: Knowledge, examples: NDArray[np.float32],
         if len(examples):
             for e, _ in k.evidence(examples):
                 probes.add("marked_out_of_scope", e, right=False, weight=EXAMPLE_WEIGHT)
-        if rated:
-            found = k.evidence(np.stack([q for q, _ in rated]))
-            for (e, _), (_, helpful) in zip(found, rated, strict=True):
-                probes.add("rated_helpful" if helpful else "rated_unhelpful", e,
-                           right=helpful, weight=RATED_TURN_WEIGHT)
+        # A rated turn counts with the evidence it was answered on: asked of today's
+        # knowledge, a question since corrected would match its new phrasing and teach that a
+        # close match is a wrong answer.
+        for e, helpful in rated:
+            probes.add("rated_helpful" if helpful else "rated_unhelpful", e,
+                       right=helpful, weight=RATED_TURN_WEIGHT)
     y = np.array(probes.y)
     positives = int(y.sum())
     negatives = len(y) - positives
