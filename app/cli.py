@@ -188,6 +188,38 @@ def cmd_ingest(settings: Settings, args: argparse.Namespace) -> None:
     _print(asyncio.run(_with_runtime(settings, work, load_model=True)))
 
 
+def cmd_transcripts_import(settings: Settings, args: argparse.Namespace) -> None:
+    from tqdm import tqdm
+
+    from knowledge.intake.transcripts import TranscriptIn, ingest
+
+    folder = Path(args.dir)
+    if not folder.is_dir():
+        raise SystemExit(f"learnkb transcripts import: {folder} is not a folder")
+    files = sorted(p for p in folder.iterdir()
+                   if p.is_file() and p.suffix.lower() in {".txt", ".json", ".vtt", ".srt"})
+
+    async def work(rt: Runtime) -> Any:
+        shop = await shops.get_shop(rt.pool, args.shop)
+        done: dict[str, int] = {"transcripts": 0, "pairs": 0, "unanswered": 0, "failed": 0}
+        failures = []
+        for path in tqdm(files, desc="transcripts", unit="call", file=sys.stderr):
+            try:
+                raw = await asyncio.to_thread(path.read_text, encoding="utf-8")
+                result = await ingest(rt, shop, TranscriptIn(raw, filename=path.name),
+                                      CLI_ADMIN)
+            except (LearnkbError, UnicodeDecodeError) as exc:
+                done["failed"] += 1
+                failures.append({"file": path.name, "error": str(exc)})
+                continue
+            done["transcripts"] += 1
+            done["pairs"] += len(result.analysis.pairs)
+            done["unanswered"] += len(result.analysis.unanswered)
+        return {**done, "failures": failures}
+
+    _print(asyncio.run(_with_runtime(settings, work, load_model=True)))
+
+
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> None:
     from knowledge.demo import load_demo
 
@@ -301,6 +333,14 @@ def build_parser() -> argparse.ArgumentParser:
     ing.add_argument("files", nargs="+")
     ing.add_argument("--shop", required=True)
     ing.set_defaults(func=cmd_ingest)
+
+    tr = sub.add_parser("transcripts", help="voice call transcripts")
+    tr_sub = tr.add_subparsers(dest="transcripts_cmd", required=True)
+    tr_import = tr_sub.add_parser("import", help="load a folder of transcripts (.txt, .json, "
+                                  ".vtt, .srt) into a shop, with a progress bar")
+    tr_import.add_argument("dir")
+    tr_import.add_argument("--shop", required=True)
+    tr_import.set_defaults(func=cmd_transcripts_import)
 
     exp = sub.add_parser("export", help="JSON Lines: qa, preferences (DPO) or label-studio")
     exp.add_argument("kind", choices=list(EXPORT_KINDS))

@@ -23,6 +23,7 @@ from app.controllers.learning import LearningController
 from app.controllers.queue import AuditController, QueueController
 from app.controllers.scope import CalibrationController, OutOfScopeController
 from app.controllers.shops import ShopController
+from app.controllers.transcripts import TranscriptController
 from app.problems import EXCEPTION_HANDLERS
 from knowledge.runtime import Runtime, open_runtime
 from knowledge.settings import Settings
@@ -59,7 +60,8 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None,
         route_handlers=[HealthController, AnswerController, KnowledgeController,
                         document_controller(settings.max_document_bytes), ShopController,
                         KeyController, LearningController, QueueController, AuditController,
-                        ExportController, CalibrationController, OutOfScopeController],
+                        ExportController, CalibrationController, OutOfScopeController,
+                        TranscriptController],
         dependencies={"principal": Provide(provide_principal)},
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=[lifespan],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
@@ -10,6 +11,8 @@ import msgspec
 from msgspec import Meta, Struct
 
 from knowledge.answering.retrieval import Candidate
+from knowledge.errors import Invalid
+from knowledge.intake import transcripts
 from knowledge.learning.queue import QueueItem
 from knowledge.store.documents import Document, IngestResult
 from knowledge.store.entries import Entry
@@ -440,3 +443,45 @@ class OutOfScopePage(Struct):
 class CalibrationIn(Struct, forbid_unknown_fields=True):
     # The lowest chance that the best entry is right at which the bot still answers.
     strictness: Annotated[float, Meta(ge=0, le=1)] | None = None
+
+
+class TranscriptIn(Struct, forbid_unknown_fields=True):
+    # The call as text (plain, JSON, WebVTT or SRT), or its turns as a list.
+    transcript: Annotated[str, Meta(max_length=1_000_000)] | None = None
+    turns: Annotated[list[dict[str, Any]], Meta(max_length=5_000)] | None = None
+    format: Annotated[str, Meta(pattern="^(text|json|vtt|srt)$")] | None = None
+    filename: Annotated[str, Meta(max_length=200)] | None = None
+    conversation_id: ShortText | None = None
+    user_id: ShortText | None = None
+    metadata: Metadata = msgspec.field(default_factory=dict)
+
+    def to_domain(self) -> transcripts.TranscriptIn:
+        if (self.transcript is None) == (self.turns is None):
+            raise Invalid("send the call as `transcript` (text) or as `turns` (a list), "
+                          "one of the two", field="transcript")
+        text = self.transcript if self.transcript is not None else json.dumps(self.turns)
+        fmt = self.format if self.transcript is not None else "json"
+        return transcripts.TranscriptIn(text, fmt, self.filename, self.conversation_id,
+                                        self.user_id, self.metadata)
+
+
+class TranscriptOut(Struct):
+    id: UUID
+    created_at: datetime
+    format: str
+    sentiment: str
+    summary: str
+    entities: dict[str, Any]
+    pairs: list[dict[str, Any]]
+    unanswered: list[str]
+    bot_answered: list[str]
+    turn_sentiments: list[dict[str, Any]]
+    queued: list[dict[str, Any]]
+    needs_review: bool
+
+
+class TranscriptPage(Struct):
+    transcripts: list[dict[str, Any]]
+    total: int
+    limit: int
+    offset: int

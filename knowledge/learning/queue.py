@@ -319,6 +319,10 @@ def _signal(draft: ItemDraft) -> dict[str, Any]:
               "confidence": draft.confidence, "answer": draft.answer}
     if draft.metadata.get("turn_id"):
         signal["turn_id"] = draft.metadata["turn_id"]
+    # A call's pair shows where in the call it was said, for each call that said it.
+    for key in ("excerpt", "start", "end"):
+        if draft.metadata.get(key) is not None:
+            signal[key] = draft.metadata[key]
     return signal
 
 

@@ -1,0 +1,249 @@
+"""What a call says, with no language model: question/answer pairs, sentiment, entities and an
+extractive summary, all from the (already redacted) speaker turns."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+from knowledge.intake.transcript_formats import SpokenTurn
+
+SHOP_SIDE = ("agent", "owner")
+# VADER's compound score: at or beyond these a turn is positive or negative.
+POSITIVE = 0.05
+NEGATIVE = -0.05
+# A call with both a clearly positive and a clearly negative customer turn is mixed.
+MIXED_STRENGTH = 0.4
+SUMMARY_SENTENCES = 3
+MIN_ANSWER_WORDS = 4
+
+# Words of shop talk that VADER's general lexicon misses or reads the wrong way.
+_SHOP_LEXICON = {
+    "waiting": -1.2, "waited": -1.2, "still": -0.4, "nobody": -1.2, "never": -0.6,
+    "broken": -2.0, "damaged": -2.0, "refund": -0.5, "late": -1.2, "missing": -1.5,
+    "wrong": -1.5, "ridiculous": -2.5, "unacceptable": -2.5, "cancel": -0.8,
+    "complaint": -1.5, "again": -0.3, "useless": -2.5, "scam": -3.0, "overcharged": -2.0,
+}
+_QUESTION_START = re.compile(
+    r"^(?:so |and |but |um,? |uh,? |hi,? |hello,? |also,? |oh,? |ok(?:ay)?,? )*"
+    r"(how|what|when|where|why|which|who|whom|whose|can|could|do|does|did|is|are|was|were|"
+    r"will|would|should|shall|may|might|have|has|had|am|any|is there|are there)\b",
+    re.IGNORECASE)
+# A sentence ends at . ! or ? before a space or the end ("$12.50" stays one).
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+# Holding phrases: the shop's side is not answering yet. "Yes" and "no" are kept: they are the
+# answer to a yes/no question.
+_FILLER = re.compile(
+    r"^(?:ok(?:ay)?|sure|right|well|so|hmm+|um+|uh+|one (?:moment|second|sec)|"
+    r"let me (?:check|see|look)(?: that| this)?(?: for you)?|just a (?:moment|second|sec)|"
+    r"hold on|bear with me|give me a (?:moment|second|sec)|good question|great question|"
+    r"thanks?(?: you)?|i see|of course|certainly|mm+)[\s,.!…-]*", re.IGNORECASE)
+
+ORDER_NUMBER = re.compile(r"(?:\border(?: number| no\.?| #)?\s*#?\s*|#)(?P<n>[A-Z]{0,3}-?\d{4,})",
+                          re.IGNORECASE)
+PRODUCT_CODE = re.compile(r"\b(?=[A-Z0-9-]*\d)(?=[A-Z0-9-]*[A-Z])[A-Z][A-Z0-9]*-?\d[A-Z0-9-]*\b")
+AMOUNT = re.compile(
+    r"(?:[$€£]\s?\d[\d,]*(?:\.\d{1,2})?|\b\d[\d,]*(?:\.\d{1,2})?\s?"
+    r"(?:euros?|dollars?|pounds?|eur|usd|gbp)\b)", re.IGNORECASE)
+_MONTHS = ("january|february|march|april|may|june|july|august|september|october|november|"
+           "december|jan|feb|mar|apr|jun|jul|aug|sep|sept|oct|nov|dec")
+DATE = re.compile(
+    rf"\b(?:\d{{4}}-\d{{2}}-\d{{2}}|\d{{1,2}}/\d{{1,2}}(?:/\d{{2,4}})?|"
+    rf"\d{{1,2}}(?:st|nd|rd|th)? (?:of )?(?:{_MONTHS})\b|(?:{_MONTHS}) \d{{1,2}}(?:st|nd|rd|th)?|"
+    r"(?:next |last |this )?(?:monday|tuesday|wednesday|thursday|friday|saturday|sunday)|"
+    r"today|tomorrow|yesterday)\b", re.IGNORECASE)
+_STOP_WORDS = """
+a an the and or but if of to in on at for with from by is are was were be been am i you he she
+it we they me my your our their this that these those do does did have has had can could will
+would should may might so just not no yes ok okay um uh hi hello thanks thank please what how
+when where why which who there here about as into than then too very also get got anyone
+someone anybody somebody hey
+"""
+_STOP = frozenset(_STOP_WORDS.split())
+
+
+@dataclass(frozen=True, slots=True)
+class Pair:
+    """A customer's question and the shop's answer, with where they were said."""
+
+    question: str
+    answer: str
+    question_turn: int
+    answer_turns: tuple[int, ...]
+    start: float | None
+    end: float | None
+    speaker: str                  # who answered, as the transcript names them
+
+    def excerpt(self, turns: list[SpokenTurn]) -> list[dict[str, Any]]:
+        picked = (self.question_turn, *self.answer_turns)
+        return [{"speaker": turns[i].speaker, "role": turns[i].role, "text": turns[i].text,
+                 "start": turns[i].start, "end": turns[i].end} for i in picked]
+
+
+@dataclass(frozen=True, slots=True)
+class Analysis:
+    pairs: list[Pair]
+    unanswered: list[str]         # nobody answered: knowledge gaps
+    bot_answered: list[str]       # only the bot answered: no pair, no gap
+    sentiment: str
+    turn_sentiments: list[dict[str, Any]]
+    entities: dict[str, Any]
+    summary: str
+    speakers: dict[str, str] = field(default_factory=dict)
+
+
+@lru_cache(maxsize=1)
+def _analyzer() -> SentimentIntensityAnalyzer:
+    analyzer = SentimentIntensityAnalyzer()
+    analyzer.lexicon.update(_SHOP_LEXICON)
+    return analyzer
+
+
+def sentiment_score(text: str) -> float:
+    return float(_analyzer().polarity_scores(text)["compound"])
+
+
+def label_of(score: float) -> str:
+    return "positive" if score >= POSITIVE else "negative" if score <= NEGATIVE else "neutral"
+
+
+def call_sentiment(scores: list[float]) -> str:
+    """The customer's mood over the call: mixed when it was clearly both."""
+    if not scores:
+        return "neutral"
+    if max(scores) >= MIXED_STRENGTH and min(scores) <= -MIXED_STRENGTH:
+        return "mixed"
+    mean = sum(scores) / len(scores)
+    # The end of a call weighs as much as all before it: an angry caller soothed is mixed.
+    return label_of((mean + scores[-1]) / 2)
+
+
+def sentences(text: str) -> list[str]:
+    return [s.strip() for s in _SENTENCE_END.split(text) if s.strip()]
+
+
+def questions_in(text: str) -> list[str]:
+    """The sentences of a turn that ask something."""
+    found = []
+    for s in sentences(text):
+        # "Hello?" or "Is anyone there?" asks for attention, not for knowledge.
+        if len(s.split()) < 3 or not _words(s):
+            continue
+        if s.endswith("?") or (_QUESTION_START.match(s) and not s.endswith("!")):
+            found.append(s if s.endswith("?") else s.rstrip(".") + "?")
+    return found
+
+
+def substantive(text: str) -> str:
+    """The turn without the holding phrases that open it ("let me check... okay, so")."""
+    rest = text.strip()
+    while True:
+        stripped = _FILLER.sub("", rest, count=1).strip()
+        if stripped == rest:
+            return rest
+        rest = stripped
+
+
+def extract_pairs(turns: list[SpokenTurn]) -> tuple[list[Pair], list[str], list[str]]:
+    """Each customer question with the shop side's answer to it.
+
+    The answer is what the agent or owner says after the question, before the customer asks
+    something else; holding phrases ("one moment, let me check") are skipped, the bot's words
+    never count. Questions without a pair are returned apart: those nobody answered, and those
+    only the bot answered.
+    """
+    pairs: list[Pair] = []
+    unanswered: list[str] = []
+    bot_answered: list[str] = []
+    for i, turn in enumerate(turns):
+        if turn.role != "customer":
+            continue
+        asked = questions_in(turn.text)
+        if not asked:
+            continue
+        question = " ".join(asked)
+        answer_parts: list[str] = []
+        used: list[int] = []
+        bot_spoke = False
+        for j in range(i + 1, len(turns)):
+            nxt = turns[j]
+            if nxt.role == "customer":
+                if questions_in(nxt.text) or answer_parts:
+                    break  # a new question, or the customer reacting to the answer
+                continue  # "ok", "sure": the customer waits for the answer
+            if nxt.role not in SHOP_SIDE:
+                bot_spoke = bot_spoke or nxt.role == "bot"
+                continue  # the bot or an unknown voice: never taken as the shop's answer
+            said = substantive(nxt.text)
+            if len(said.split()) < MIN_ANSWER_WORDS and not answer_parts:
+                continue  # still holding
+            answer_parts.append(said)
+            used.append(j)
+        if not answer_parts:
+            (bot_answered if bot_spoke else unanswered).append(question)
+            continue
+        last = turns[used[-1]]
+        pairs.append(Pair(question, " ".join(answer_parts), i, tuple(used), turn.start,
+                          last.end if last.end is not None else last.start,
+                          turns[used[0]].speaker))
+    return pairs, unanswered, bot_answered
+
+
+def entities_of(turns: list[SpokenTurn], known_codes: set[str],
+                redacted: dict[str, int]) -> dict[str, Any]:
+    """Order numbers, product codes (marked when the shop's knowledge names them), amounts,
+    dates; phone numbers and e-mail addresses only counted (they were redacted)."""
+    # The bot's scripted words ("how can I help you today?") are no facts of this call.
+    text = "\n".join(t.text for t in turns if t.role != "bot")
+    orders = list(dict.fromkeys(m.group("n").upper() for m in ORDER_NUMBER.finditer(text)))
+    codes = [c for c in dict.fromkeys(m.group(0).upper() for m in PRODUCT_CODE.finditer(text))
+             if c not in orders]
+    return {
+        "order_numbers": orders,
+        "products": [{"code": c, "known": c.lower() in known_codes} for c in codes],
+        "amounts": list(dict.fromkeys(m.group(0).strip() for m in AMOUNT.finditer(text))),
+        "dates": list(dict.fromkeys(m.group(0).strip() for m in DATE.finditer(text))),
+        "phone_numbers": redacted.get("phone", 0),
+        "email_addresses": redacted.get("email", 0),
+    }
+
+
+def _words(text: str) -> list[str]:
+    return [w for w in re.findall(r"[a-z0-9']+", text.lower()) if w not in _STOP and len(w) > 2]
+
+
+def summarize(turns: list[SpokenTurn], limit: int = SUMMARY_SENTENCES) -> str:
+    """The call's most central sentences (by shared content words), in the order said."""
+    said = [(t.speaker, s) for t in turns if t.role != "bot" for s in sentences(t.text)]
+    said = [(who, s) for who, s in said if len(_words(s)) >= 2]
+    if not said:
+        return ""
+    frequency = Counter(w for _, s in said for w in set(_words(s)))
+    scored = [(sum(frequency[w] for w in set(_words(s))) / (len(set(_words(s))) ** 0.5), i)
+              for i, (_, s) in enumerate(said)]
+    chosen = sorted(i for _, i in sorted(scored, reverse=True)[:limit])
+    return " ".join(f"{said[i][0] or 'Someone'}: {said[i][1]}" for i in chosen)
+
+
+def analyse(turns: list[SpokenTurn], known_codes: set[str],
+            redacted: dict[str, int]) -> Analysis:
+    pairs, unanswered, bot_answered = extract_pairs(turns)
+    turn_sentiments = []
+    scores = []
+    for i, t in enumerate(turns):
+        if t.role != "customer":
+            continue
+        score = sentiment_score(t.text)
+        scores.append(score)
+        turn_sentiments.append({"turn": i, "score": round(score, 3), "label": label_of(score)})
+    return Analysis(pairs=pairs, unanswered=unanswered, bot_answered=bot_answered,
+                    sentiment=call_sentiment(scores),
+                    turn_sentiments=turn_sentiments,
+                    entities=entities_of(turns, known_codes, redacted),
+                    summary=summarize(turns),
+                    speakers={t.speaker: t.role for t in turns})
