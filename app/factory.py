@@ -15,6 +15,7 @@ from litestar.openapi.plugins import SwaggerRenderPlugin
 from app.auth import provide_principal
 from app.controllers.answers import AnswerController
 from app.controllers.api_keys import KeyController
+from app.controllers.conversations import ConversationController
 from app.controllers.documents import document_controller
 from app.controllers.exports import ExportController
 from app.controllers.health import HealthController
@@ -24,6 +25,7 @@ from app.controllers.queue import AuditController, QueueController
 from app.controllers.scope import CalibrationController, OutOfScopeController
 from app.controllers.shops import ShopController
 from app.controllers.transcripts import TranscriptController
+from app.controllers.users import UserController
 from app.problems import EXCEPTION_HANDLERS
 from knowledge.runtime import Runtime, open_runtime
 from knowledge.settings import Settings
@@ -61,7 +63,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None,
                         document_controller(settings.max_document_bytes), ShopController,
                         KeyController, LearningController, QueueController, AuditController,
                         ExportController, CalibrationController, OutOfScopeController,
-                        TranscriptController],
+                        TranscriptController, ConversationController, UserController],
         dependencies={"principal": Provide(provide_principal)},
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=[lifespan],

@@ -12,7 +12,7 @@ from msgspec import Meta, Struct
 
 from knowledge.answering.retrieval import Candidate
 from knowledge.errors import Invalid
-from knowledge.intake import transcripts
+from knowledge.intake import conversations, transcripts
 from knowledge.learning.queue import QueueItem
 from knowledge.store.documents import Document, IngestResult
 from knowledge.store.entries import Entry
@@ -485,3 +485,39 @@ class TranscriptPage(Struct):
     total: int
     limit: int
     offset: int
+
+
+class LoggedTurnIn(Struct, forbid_unknown_fields=True):
+    turn_id: Annotated[str, Meta(min_length=1, max_length=200)]
+    conversation_id: Annotated[str, Meta(min_length=1, max_length=200)]
+    message: Annotated[str, Meta(min_length=1, max_length=100_000)]
+    answer: Annotated[str, Meta(max_length=200_000)]
+    confidence: Annotated[float, Meta(ge=0, le=1)]
+    user_id: ShortText | None = None
+    channel: Annotated[str, Meta(min_length=1, max_length=50)] = "chat"
+    tier: Annotated[str, Meta(pattern="^(answer|options|clarify|fallback|handover)$")] | None = (
+        None)
+    handed_over: bool = False
+    ab_variant: Annotated[str, Meta(max_length=50)] | None = None
+    asked_at: datetime | None = None
+    answered_at: datetime | None = None
+    metadata: Metadata = msgspec.field(default_factory=dict)
+
+    def to_domain(self) -> conversations.LoggedTurn:
+        return conversations.LoggedTurn(
+            turn_id=self.turn_id, conversation_id=self.conversation_id, message=self.message,
+            answer=self.answer, confidence=self.confidence, user_id=self.user_id,
+            channel=self.channel, tier=self.tier, handed_over=self.handed_over,
+            ab_variant=self.ab_variant, asked_at=self.asked_at, answered_at=self.answered_at,
+            metadata=self.metadata)
+
+
+class BulkTurnsIn(Struct, forbid_unknown_fields=True):
+    turns: Annotated[list[LoggedTurnIn], Meta(min_length=1, max_length=1_000)]
+
+
+class BulkTurnsOut(Struct):
+    stored: int
+    already_stored: int
+    # The client's turn id -> learnkb's, for feedback and corrections on a logged turn.
+    turn_ids: dict[str, str]

@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from jobs import apply, calibrate, reembed, refresh_metrics
+from jobs import apply, calibrate, embed_turns, reembed, refresh_metrics
 from knowledge.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -17,6 +17,7 @@ JOBS: dict[str, Callable[[Runtime], Awaitable[str]]] = {
     refresh_metrics.NAME: refresh_metrics.run,
     reembed.NAME: reembed.run,
     calibrate.NAME: calibrate.run,
+    embed_turns.NAME: embed_turns.run,
 }
 
 
@@ -46,6 +47,9 @@ def start_scheduler(rt: Runtime) -> AsyncIOScheduler:
                       max_instances=1, coalesce=True)
     scheduler.add_job(guarded, "interval", args=[calibrate.NAME],
                       seconds=rt.settings.calibrate_interval_seconds, id=calibrate.NAME,
+                      max_instances=1, coalesce=True)
+    scheduler.add_job(guarded, "interval", args=[embed_turns.NAME],
+                      seconds=rt.settings.embed_turns_interval_seconds, id=embed_turns.NAME,
                       max_instances=1, coalesce=True)
     scheduler.start()
     return scheduler

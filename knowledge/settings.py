@@ -57,6 +57,8 @@ class Settings:
     apply_interval_seconds: int = 20
     # How often shops whose knowledge changed get their out-of-scope decision refitted.
     calibrate_interval_seconds: int = 60
+    # How often logged turns get their question vectors (and low-confidence ones a gap).
+    embed_turns_interval_seconds: int = 5
 
     # Limits on what callers may send.
     max_question_chars: int = 2_000

@@ -34,8 +34,12 @@ COUNT_REPEATS = """
 SELECT count(*) FROM conversation_memory
 WHERE shop_id = $1 AND conversation_id = $2
   AND created_at > now() - interval '2 hours'
-  AND embedding <=> $3 < $4
+  AND (embedding <=> $3 < $4
+       -- a logged turn the embed job has not reached yet: the same words count
+       OR (embedding IS NULL AND lower(question) = lower($5)))
 """
+
+
 @dataclass(slots=True)
 class Question:
     text: str
@@ -125,14 +129,14 @@ def compose(tier: str, question: str, candidates: list[Candidate], repeats: int,
 
 
 async def _count_repeats(rt: Runtime, shop_id: int, conversation_id: str | None,
-                         vector: Vector) -> int:
+                         vector: Vector, question: str) -> int:
     if conversation_id is None:
         return 0
     # The conversation's last turn may still be on its way to the log.
     await turn_log_of(rt).settled(conversation=(shop_id, conversation_id))
     async with rt.pool.acquire() as conn:
         return int(await conn.fetchval(COUNT_REPEATS, shop_id, conversation_id, vector,
-                                       REPEAT_DISTANCE))
+                                       REPEAT_DISTANCE, question))
 
 
 def _has_nul(value: object) -> bool:
@@ -169,10 +173,12 @@ async def answer_question(rt: Runtime, shop: Shop, q: Question) -> Answer:
                       field="question", limit=rt.settings.max_question_chars)
     vector = await rt.embedder.embed(text)
     embedded = time.perf_counter()
+    # Nothing a customer wrote is stored unredacted.
+    stored = rt.redactor.redact(text)
     scopes = scope_cache_of(rt)
     result, repeats, model, example = await asyncio.gather(
         search(rt, shop.id, text, vector, limit=OPTIONS_SHOWN + 2),
-        _count_repeats(rt, shop.id, q.conversation_id, vector),
+        _count_repeats(rt, shop.id, q.conversation_id, vector, stored.text),
         scopes.model(rt.pool, shop.id),
         scopes.nearest_example(rt.pool, shop.id, vector, rt.embedder.model_name),
     )
@@ -205,8 +211,6 @@ async def answer_question(rt: Runtime, shop: Shop, q: Question) -> Answer:
                "scope": explained,
                "sources": [_source_json(c) for c in sources], **{
                    k: round(v, 3) for k, v in timings.items()}}
-    # Nothing a customer wrote is stored unredacted.
-    stored = rt.redactor.redact(text)
     turn = Turn(id=turn_id, shop_id=shop.id, conversation_id=conversation_id,
                 user_id=q.user_id, channel=q.channel, question=stored.text, answer=reply,
                 tier=tier, confidence=confidence, sources=[_source_json(c) for c in sources],
