@@ -71,8 +71,19 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
 
         hooks.append(scheduler_hook)
     app = create_app(settings, on_start=hooks)
+    _serve_metrics_port(settings)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level,
                 access_log=False)
+
+
+def _serve_metrics_port(settings: Settings) -> None:
+    """Prometheus on a port of its own (LEARNKB_METRICS_PORT), e.g. one not exposed publicly."""
+    if settings.metrics_enabled and settings.metrics_port:
+        from prometheus_client import start_http_server
+
+        import app.observability  # noqa: F401  (registers the runtime's collector)
+
+        start_http_server(settings.metrics_port, addr=settings.host)
 
 
 def _demo_hook(settings: Settings) -> StartHook:
@@ -92,6 +103,8 @@ def _demo_hook(settings: Settings) -> StartHook:
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> None:
     from jobs.scheduler import start_scheduler
+
+    _serve_metrics_port(settings)
 
     async def main() -> None:
         rt = await open_runtime(settings)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from litestar import Litestar
 from litestar.datastructures import State
@@ -21,11 +22,14 @@ from app.controllers.exports import ExportController
 from app.controllers.health import HealthController
 from app.controllers.knowledge_entries import KnowledgeController
 from app.controllers.learning import LearningController
+from app.controllers.metrics import MetricsController as FiguresController
 from app.controllers.queue import AuditController, QueueController
 from app.controllers.scope import CalibrationController, OutOfScopeController
 from app.controllers.shops import ShopController
 from app.controllers.transcripts import TranscriptController
 from app.controllers.users import UserController
+from app.observability import RUNTIME, prometheus_config
+from app.observability import MetricsController as PrometheusMetrics
 from app.problems import EXCEPTION_HANDLERS
 from knowledge.runtime import Runtime, open_runtime
 from knowledge.settings import Settings
@@ -45,6 +49,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None,
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         rt = runtime or await open_runtime(settings)
         app.state["runtime"] = rt
+        RUNTIME.runtime = rt
         stops = []
         try:
             for hook in on_start or []:
@@ -58,12 +63,20 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None,
             if runtime is None:
                 await rt.close()
 
+    handlers: list[Any] = [
+        HealthController, AnswerController, KnowledgeController,
+        document_controller(settings.max_document_bytes), ShopController, KeyController,
+        LearningController, QueueController, AuditController, ExportController,
+        CalibrationController, OutOfScopeController, TranscriptController,
+        ConversationController, UserController, FiguresController]
+    middleware: list[Any] = []
+    if settings.metrics_enabled:
+        middleware.append(prometheus_config().middleware)
+        if not settings.metrics_port:  # otherwise `serve` exposes them on that port
+            handlers.append(PrometheusMetrics)
     return Litestar(
-        route_handlers=[HealthController, AnswerController, KnowledgeController,
-                        document_controller(settings.max_document_bytes), ShopController,
-                        KeyController, LearningController, QueueController, AuditController,
-                        ExportController, CalibrationController, OutOfScopeController,
-                        TranscriptController, ConversationController, UserController],
+        route_handlers=handlers,
+        middleware=middleware,
         dependencies={"principal": Provide(provide_principal)},
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=[lifespan],

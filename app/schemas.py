@@ -192,6 +192,9 @@ class ShopPatch(Struct, forbid_unknown_fields=True):
     dedup_question_similarity: Annotated[float, Meta(ge=0, le=1)] | None = None
     dedup_answer_ratio: Annotated[int, Meta(ge=0, le=100)] | None = None
     scope_strictness: Annotated[float, Meta(ge=0, le=1)] | None = None
+    # Days raw text is kept; send null to keep it for good.
+    retention_days: Annotated[int, Meta(ge=1, le=36500)] | msgspec.UnsetType | None = (
+        msgspec.UNSET)
 
 
 class ShopOut(Struct):
@@ -205,6 +208,7 @@ class ShopOut(Struct):
     dedup_answer_ratio: int
     created_at: datetime
     scope_strictness: float = 0.25
+    retention_days: int | None = None
 
     @classmethod
     def of(cls, s: Shop) -> ShopOut:
@@ -214,7 +218,8 @@ class ShopOut(Struct):
                    options_threshold=round(s.options_threshold, 4),
                    dedup_question_similarity=round(s.dedup_question_similarity, 4),
                    dedup_answer_ratio=s.dedup_answer_ratio, created_at=s.created_at,
-                   scope_strictness=round(s.scope_strictness, 4))
+                   scope_strictness=round(s.scope_strictness, 4),
+                   retention_days=s.retention_days)
 
 
 class KeyIn(Struct, forbid_unknown_fields=True):

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from jobs import apply, calibrate, embed_turns, reembed, refresh_metrics
+from jobs import apply, calibrate, embed_turns, reembed, refresh_metrics, retention
+from jobs.metrics import JOB_RUNS, JOB_SECONDS
 from knowledge.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -18,6 +20,7 @@ JOBS: dict[str, Callable[[Runtime], Awaitable[str]]] = {
     reembed.NAME: reembed.run,
     calibrate.NAME: calibrate.run,
     embed_turns.NAME: embed_turns.run,
+    retention.NAME: retention.run,
 }
 
 
@@ -27,17 +30,26 @@ async def run_job(rt: Runtime, name: str) -> str:
         job = JOBS[name]
     except KeyError:
         raise SystemExit(f"unknown job {name!r}; jobs: {', '.join(sorted(JOBS))}") from None
-    return await job(rt)
+    with JOB_SECONDS.labels(job=name).time():
+        result = await job(rt)
+    JOB_RUNS.labels(job=name, outcome="ok").inc()
+    return result
 
 
 def start_scheduler(rt: Runtime) -> AsyncIOScheduler:
     scheduler = AsyncIOScheduler()
 
     async def guarded(name: str) -> None:
+        started = time.perf_counter()
         try:
             await JOBS[name](rt)
         except Exception:
+            JOB_RUNS.labels(job=name, outcome="failed").inc()
             log.exception("job %s failed; it will run again at its next time", name)
+        else:
+            JOB_RUNS.labels(job=name, outcome="ok").inc()
+        finally:
+            JOB_SECONDS.labels(job=name).observe(time.perf_counter() - started)
 
     scheduler.add_job(guarded, "interval", args=[refresh_metrics.NAME],
                       seconds=rt.settings.metrics_refresh_seconds, id=refresh_metrics.NAME,
@@ -50,6 +62,9 @@ def start_scheduler(rt: Runtime) -> AsyncIOScheduler:
                       max_instances=1, coalesce=True)
     scheduler.add_job(guarded, "interval", args=[embed_turns.NAME],
                       seconds=rt.settings.embed_turns_interval_seconds, id=embed_turns.NAME,
+                      max_instances=1, coalesce=True)
+    scheduler.add_job(guarded, "interval", args=[retention.NAME],
+                      seconds=rt.settings.retention_interval_seconds, id=retention.NAME,
                       max_instances=1, coalesce=True)
     scheduler.start()
     return scheduler

@@ -57,6 +57,13 @@ class Settings:
     apply_interval_seconds: int = 20
     # How often shops whose knowledge changed get their out-of-scope decision refitted.
     calibrate_interval_seconds: int = 60
+    # The p95 answer time the answer_time alert holds each shop to.
+    answer_p95_budget_ms: float = 100.0
+    # Prometheus at GET /metrics (no key); a port other than 0 serves it there instead.
+    metrics_enabled: bool = True
+    metrics_port: int = 0
+    # How often raw text past a shop's retention is cleared.
+    retention_interval_seconds: int = 3_600
     # How often logged turns get their question vectors (and low-confidence ones a gap).
     embed_turns_interval_seconds: int = 5
 

@@ -11,6 +11,7 @@ from litestar.params import JSONBody, QueryParameter
 
 from app.auth import Caller, resolve_shop, runtime_of
 from app.controllers.params import ShopParam
+from app.observability import ANSWERS
 from app.schemas import AnswerIn, AnswerOut, SearchOut, SourceOut
 from knowledge.access import Action
 from knowledge.answering.answer import Question, answer_question
@@ -31,6 +32,7 @@ class AnswerController(Controller):
             text=data.question, conversation_id=data.conversation_id, user_id=data.user_id,
             channel=data.channel, ab_variant=data.ab_variant, metadata=data.metadata,
             learn=data.learn))
+        ANSWERS.labels(tier=result.tier).inc()
         return AnswerOut(
             turn_id=result.turn_id, conversation_id=result.conversation_id, tier=result.tier,
             confidence=result.confidence, answer=result.text,

@@ -59,6 +59,8 @@ class EmbedStats:
     batched_texts: int = 0
     encode_seconds: float = 0.0
     largest_batch: int = 0
+    # How many batches of each size ran (for the Prometheus histogram of batch sizes).
+    sizes: dict[int, int] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -298,6 +300,7 @@ class Embedder:
             self.stats.batches += 1
             self.stats.batched_texts += len(unique)
             self.stats.largest_batch = max(self.stats.largest_batch, len(unique))
+            self.stats.sizes[len(unique)] = self.stats.sizes.get(len(unique), 0) + 1
             for text, vector in by_text.items():
                 self._remember(text, vector)
             for pending in batch:

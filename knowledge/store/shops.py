@@ -30,10 +30,13 @@ class Shop:
     # The lowest chance that the best entry is right at which the bot still answers from it
     # (knowledge/answering/scope.py); higher falls back more. Chosen on banking77's train split.
     scope_strictness: float = 0.25
+    # Days raw text (transcripts, conversation text) is kept; None keeps it.
+    retention_days: int | None = None
 
 
 _COLUMNS = ("id, slug, name, auto_approve_threshold, answer_threshold, options_threshold, "
-            "created_at, dedup_question_similarity, dedup_answer_ratio, scope_strictness")
+            "created_at, dedup_question_similarity, dedup_answer_ratio, scope_strictness, "
+            "retention_days")
 
 INSERT_SHOP = f"INSERT INTO shops (slug, name) VALUES ($1, $2) RETURNING {_COLUMNS}"
 SELECT_SHOP_BY_ID = f"SELECT {_COLUMNS} FROM shops WHERE id = $1"
@@ -46,7 +49,8 @@ UPDATE shops SET name = coalesce($2, name),
                  options_threshold = coalesce($5, options_threshold),
                  dedup_question_similarity = coalesce($6, dedup_question_similarity),
                  dedup_answer_ratio = coalesce($7, dedup_answer_ratio),
-                 scope_strictness = coalesce($8, scope_strictness)
+                 scope_strictness = coalesce($8, scope_strictness),
+                 retention_days = CASE WHEN $9::boolean THEN $10 ELSE retention_days END
 WHERE id = $1
 RETURNING {_COLUMNS}
 """
@@ -127,8 +131,13 @@ async def update_shop(conn: Queryable, shop_id: int,
     if new_options > new_answer:
         raise Invalid("options_threshold may not exceed answer_threshold",
                       field="options_threshold", maximum=new_answer)
+    retention = changes.get("retention_days")
+    if retention is not None and not 1 <= retention <= 36_500:
+        raise Invalid("retention_days is between 1 and 36500 (or null to keep raw text)",
+                      field="retention_days", minimum=1, maximum=36_500)
     row = await conn.fetchrow(UPDATE_SHOP, shop_id, changes.get("name"), auto, answer, options,
-                              similarity, ratio, strictness)
+                              similarity, ratio, strictness, "retention_days" in changes,
+                              retention)
     assert row is not None
     return _shop(row)
 
