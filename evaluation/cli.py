@@ -1,4 +1,4 @@
-"""`learnkb eval` and its three subcommands."""
+"""`learnkb eval` and its subcommands."""
 
 from __future__ import annotations
 
@@ -8,20 +8,23 @@ import logging
 import sys
 from typing import Any
 
-from evaluation import duplicates, loop, retrieval
+from evaluation import duplicates, loop, retrieval, transcripts
 from evaluation.client import ServiceError
 from evaluation.datasets import DatasetError
 
-COMMANDS = {"retrieval": retrieval.run, "loop": loop.run, "duplicates": duplicates.run}
+COMMANDS = {"retrieval": retrieval.run, "loop": loop.run, "duplicates": duplicates.run,
+            "transcripts": transcripts.run}
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = sub.add_parser(
-        "eval", help="measure answering, learning and dedup on a labelled data set")
+        "eval", help="measure answering, learning, dedup and transcript intake on a labelled "
+        "data set")
     eval_sub = parser.add_subparsers(dest="eval_cmd", required=True)
     retrieval.add_parser(eval_sub)
     loop.add_parser(eval_sub)
     duplicates.add_parser(eval_sub)
+    transcripts.add_parser(eval_sub)
     return parser
 
 

@@ -13,13 +13,16 @@ from tests.conftest import ShopKeys, make_shop
 
 @dataclass(frozen=True)
 class Victim:
-    """Shop A with an entry, a document, an answered turn and a queue item."""
+    """Shop A with an entry, a document, an answered turn, a queue item, a call transcript, a
+    logged conversation and an out-of-scope example."""
 
     keys: ShopKeys
     entry_id: str
     doc_id: str
     turn_id: str
     item_id: str
+    transcript_id: str = ""
+    example_id: int = 0
 
 
 @pytest.fixture
@@ -35,8 +38,17 @@ async def victim(client: httpx.AsyncClient, runtime: Runtime) -> Victim:
                              json={"question": "What is the secret discount code?"})
     item = await client.post("/v1/knowledge/suggestions", headers=a.owner, json={
         "question": "Is SECRET-A-42 still valid?", "answer": "Yes, SECRET-A-42 until May."})
+    call = await client.post("/v1/transcripts", headers=a.bot, json={
+        "user_id": "cust-a", "transcript": "Customer: Does SECRET-A-42 apply to grinders?\n"
+                                          "Agent: Yes, SECRET-A-42 covers every grinder."})
+    await client.post("/v1/conversations/bulk", headers=a.bot, json={"turns": [{
+        "turn_id": "secret-1", "conversation_id": "conv-secret", "user_id": "cust-a",
+        "message": "what is SECRET-A-42?", "answer": "SECRET-A-42 is our code.",
+        "confidence": 0.9}]})
+    example = await client.post("/v1/out-of-scope", headers=a.owner, json={
+        "question": "do you sell SECRET-A-42 insurance?", "redirect": "SECRET-A-42 no"})
     return Victim(a, entry_id, d.json()["document"]["id"], turn.json()["turn_id"],
-                  item.json()["item"]["id"])
+                  item.json()["item"]["id"], call.json()["id"], example.json()["id"])
 
 
 def _requests(v: Victim) -> list[tuple[str, str, dict[str, object]]]:
@@ -82,6 +94,26 @@ def _requests(v: Victim) -> list[tuple[str, str, dict[str, object]]]:
         ("GET", "/v1/export/qa", {"params": {"shop": a.slug}}),
         ("GET", "/v1/export/preferences", {"params": {"shop": a.slug}}),
         ("GET", "/v1/export/label-studio", {"params": {"shop": a.slug}}),
+        ("GET", "/v1/export/out-of-scope", {"params": {"shop": a.slug}}),
+        ("GET", f"/v1/shops/{a.slug}/calibration", {}),
+        ("POST", f"/v1/shops/{a.slug}/calibration", {"json": {"strictness": 1.0}}),
+        ("GET", "/v1/out-of-scope", {"params": {"shop": a.slug}}),
+        ("POST", "/v1/out-of-scope", {"json": {"question": "q"}, "params": {"shop": a.slug}}),
+        ("DELETE", f"/v1/out-of-scope/{v.example_id}", {}),
+        ("POST", f"/v1/queue/{item}/out-of-scope", {"json": {}}),
+        ("POST", "/v1/transcripts", {"json": {"transcript": "Customer: hi there, what?"},
+                                     "params": {"shop": a.slug}}),
+        ("GET", "/v1/transcripts", {"params": {"shop": a.slug}}),
+        ("GET", f"/v1/transcripts/{v.transcript_id}", {}),
+        ("POST", f"/v1/transcripts/{v.transcript_id}/reviewed", {}),
+        ("POST", "/v1/conversations/bulk", {"json": {"turns": [{
+            "turn_id": "x", "conversation_id": "x", "message": "m", "answer": "a",
+            "confidence": 0.5}]}, "params": {"shop": a.slug}}),
+        ("GET", "/v1/conversations/conv-secret", {}),
+        ("DELETE", "/v1/users/cust-a", {"params": {"shop": a.slug}}),
+        ("GET", "/v1/metrics/summary", {"params": {"shop": a.slug}}),
+        ("GET", "/v1/metrics/daily", {"params": {"shop": a.slug}}),
+        ("GET", "/v1/alerts", {"params": {"shop": a.slug}}),
     ]
 
 
@@ -104,6 +136,13 @@ async def test_another_shops_keys_get_nothing_of_shop_a(
     assert [d["id"] for d in docs.json()] == [doc_id]
     item = (await client.get(f"/v1/queue/{victim.item_id}", headers=a.owner)).json()
     assert item["status"] == "pending" and item["observations"] == 1
+    call = await client.get(f"/v1/transcripts/{victim.transcript_id}", headers=a.owner)
+    assert call.status_code == 200 and call.json()["needs_review"] is False
+    assert (await client.get("/v1/conversations/conv-secret", headers=a.owner)).status_code == 200
+    examples = (await client.get("/v1/out-of-scope", headers=a.owner)).json()
+    assert [e["id"] for e in examples["examples"]] == [victim.example_id]
+    calibration = (await client.get(f"/v1/shops/{a.slug}/calibration", headers=a.owner)).json()
+    assert calibration["strictness"] == 0.25
     feedback = await runtime.pool.fetchval(
         "SELECT count(*) FROM conversation_feedback WHERE shop_id = $1", a.shop_id)
     assert feedback == 0
