@@ -41,7 +41,8 @@ def test_same_question_by_words_or_containment() -> None:
 
 
 def test_a_match_needs_the_same_question_and_overlapping_answers() -> None:
-    gold = QA("Does the gift card expire?", "They're valid for two years from when they were bought.")
+    gold = QA("Does the gift card expire?",
+              "They're valid for two years from when they were bought.")
     # The whole staff turn, holding phrase included, still holds the labelled answer.
     assert is_match(QA("Does the gift card expire?", "Um, one sec, let me check the terms. Okay, "
                        "they're valid for two years from when they were bought."), gold)

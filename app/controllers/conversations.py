@@ -10,7 +10,7 @@ from litestar.params import JSONBody, PathParameter
 
 from app.auth import Caller, resolve_shop, runtime_of
 from app.controllers.params import ShopParam
-from app.schemas import BulkTurnsIn, BulkTurnsOut
+from app.intake_schemas import BulkTurnsIn, BulkTurnsOut
 from knowledge.access import Action
 from knowledge.intake import conversations
 

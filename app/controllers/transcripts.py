@@ -11,7 +11,7 @@ from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from app.auth import Caller, resolve_shop, runtime_of
 from app.controllers.params import Offset, ShopParam
-from app.schemas import TranscriptIn, TranscriptOut, TranscriptPage
+from app.intake_schemas import TranscriptIn, TranscriptOut, TranscriptPage
 from knowledge.access import Action
 from knowledge.intake import transcripts
 
