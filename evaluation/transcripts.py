@@ -190,7 +190,7 @@ def miss_reason(gold: QA, extracted: Sequence[QA], row: dict[str, Any]) -> str:
     return "not extracted"
 
 
-def false_positive_reason(pair: QA, gold: Sequence[QA], matched_gold: set[int]) -> str:
+def false_positive_reason(pair: QA, gold: Sequence[QA]) -> str:
     same = [j for j, g in enumerate(gold) if same_question(pair.question, g.question)]
     if not same:
         return "no labelled question like it"
@@ -209,7 +209,7 @@ def score_call(call: Call, row: dict[str, Any]) -> dict[str, Any]:
     row["false_positives"] = [
         {"call": call.id, "format": call.format, "question": e.question, "answer": e.answer,
          "answered_by": row["pairs"][i].get("answered_by"),
-         "reason": false_positive_reason(e, call.pairs, found)}
+         "reason": false_positive_reason(e, call.pairs)}
         for i, e in enumerate(extracted) if i not in got]
     row["misses"] = [
         {"call": call.id, "format": call.format, "question": g.question, "answer": g.answer,

@@ -67,3 +67,29 @@ async def test_cli_manages_shops_keys_and_knowledge(database_url: str, data_dir:
 
     failed = _run(env, "shops", "create", "Not A Slug", ok=False)
     assert failed.returncode == 2 and "slug" in failed.stderr
+
+
+async def test_cli_imports_a_folder_of_call_transcripts(database_url: str, data_dir: Path,
+                                                        client: httpx.AsyncClient,
+                                                        tmp_path: Path) -> None:
+    env = {"LEARNKB_DATABASE_URL": database_url, "LEARNKB_DATA_DIR": str(data_dir),
+           "LEARNKB_LOG_LEVEL": "warning"}
+    slug = f"calls-{uuid.uuid4().hex[:6]}"
+    _run(env, "shops", "create", slug)
+    calls = Path(__file__).parent / "transcripts"
+    folder = tmp_path / "calls"
+    folder.mkdir()
+    for name in ("angry_call.txt", "delivery.srt", "bot_speaks.vtt", "unanswered.json"):
+        (folder / name).write_text((calls / name).read_text())
+    (folder / "broken.json").write_text("[not json")
+    (folder / "notes.pdf").write_bytes(b"%PDF ignored: not a transcript format")
+    done = subprocess.run([LEARNKB, "transcripts", "import", str(folder), "--shop", slug],
+                          env={**{k: v for k, v in os.environ.items()
+                                  if not k.startswith("LEARNKB_")}, **env},
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout)
+    assert result["transcripts"] == 4 and result["failed"] == 1
+    assert result["pairs"] == 4 and result["unanswered"] == 1
+    assert result["failures"][0]["file"] == "broken.json"
+    assert "transcripts" in done.stderr  # the progress bar

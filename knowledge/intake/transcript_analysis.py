@@ -20,7 +20,7 @@ NEGATIVE = -0.05
 # A call with both a clearly positive and a clearly negative customer turn is mixed.
 MIXED_STRENGTH = 0.4
 SUMMARY_SENTENCES = 3
-MIN_ANSWER_WORDS = 4
+MIN_ANSWER_WORDS = 1
 
 # Words of shop talk that VADER's general lexicon misses or reads the wrong way.
 _SHOP_LEXICON = {
@@ -30,7 +30,8 @@ _SHOP_LEXICON = {
     "complaint": -1.5, "again": -0.3, "useless": -2.5, "scam": -3.0, "overcharged": -2.0,
 }
 _QUESTION_START = re.compile(
-    r"^(?:so |and |but |um,? |uh,? |hi,? |hello,? |also,? |oh,? |ok(?:ay)?,? )*"
+    r"^(?:(?:(?:hi|hello|hey) there|good (?:morning|afternoon|evening)|so|and|but|um|uh|hi|"
+    r"hello|hey|also|oh|ok|okay|yeah|yes|right|well|then|sorry|excuse me)[,.!]?\s+)*"
     r"(how|what|when|where|why|which|who|whom|whose|can|could|do|does|did|is|are|was|were|"
     r"will|would|should|shall|may|might|have|has|had|am|any|is there|are there)\b",
     re.IGNORECASE)
@@ -39,10 +40,34 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 # Holding phrases: the shop's side is not answering yet. "Yes" and "no" are kept: they are the
 # answer to a yes/no question.
 _FILLER = re.compile(
-    r"^(?:ok(?:ay)?|sure|right|well|so|hmm+|um+|uh+|one (?:moment|second|sec)|"
+    r"^(?:ok(?:ay)?|sure|right|well|so|sorry|hi|hello|hey|hmm+|um+|uh+|er+|ah+|"
+    r"one (?:moment|second|sec|minute)|"
     r"let me (?:check|see|look)(?: that| this)?(?: for you)?|just a (?:moment|second|sec)|"
     r"hold on|bear with me|give me a (?:moment|second|sec)|good question|great question|"
-    r"thanks?(?: you)?|i see|of course|certainly|mm+)[\s,.!…-]*", re.IGNORECASE)
+    r"thanks?(?: you)?|i see|of course|certainly|mm+)\b[\s,.!…-]*", re.IGNORECASE)
+# Sentences of the shop's side that are about the call, not an answer: greetings, names,
+# apologies for the line, holding.
+_META = re.compile(
+    r"\b(?:speaking|this is \w+|thanks? (?:you )?for (?:calling|waiting|holding)|welcome to|"
+    r"breaking up|can you hear me|bear with me|sorry about that|sorry to keep you|"
+    r"(?:good )?(?:morning|afternoon|evening)|hi there|hello there|how can i help|"
+    r"what can i do for you|anything else)\b", re.IGNORECASE)
+# Replies that admit not knowing: the question is still open (a gap), not answered.
+_NOT_KNOWN = re.compile(
+    r"\b(?:(?:i|we) (?:honestly |really |just )?(?:don'?t|do not) know|not sure|no idea|"
+    r"can'?t say|couldn'?t (?:tell|say)|doesn'?t (?:give|show|say)|not (?:really )?my area|"
+    r"(?:i'?ll|we'?ll|let me) (?:have to )?(?:find out|ask|check (?:and|with))|"
+    r"call you back|get back to you)\b", re.IGNORECASE)
+# Asking the shop to do something is a request, not a question about the shop.
+_REQUEST = re.compile(
+    r"^(?:\w+,?\s+)*?(?:can|could|would|will)\s+(?:you|i|we)\s+(?:please\s+)?"
+    r"(?:reserve|book|put|hold|send|email|e-mail|text|call|ring|transfer|cancel|wrap|"
+    r"set aside|keep|order|speak|talk)\b", re.IGNORECASE)
+# Small talk and rhetoric: asked, but not for anything the shop knows.
+_SMALL_TALK = re.compile(
+    r"\b(?:how are you|how'?s it going|how do you do|isn'?t it|aren'?t you|is anyone there|"
+    r"are you there|can you hear me|how would i know|are you kidding|are you serious|"
+    r"what do you (?:mean|think)|you know what i mean|right\?$)", re.IGNORECASE)
 
 ORDER_NUMBER = re.compile(r"(?:\border(?: number| no\.?| #)?\s*#?\s*|#)(?P<n>[A-Z]{0,3}-?\d{4,})",
                           re.IGNORECASE)
@@ -128,25 +153,43 @@ def sentences(text: str) -> list[str]:
 
 
 def questions_in(text: str) -> list[str]:
-    """The sentences of a turn that ask something."""
+    """The sentences of a turn that ask the shop something it knows.
+
+    A question opens like one ("how", "do you", "is there") or, for a speech-to-text service
+    that wrote no punctuation, at least reads like one. Declarative echoes ("so it sat there
+    for two weeks?"), small talk, rhetoric and requests ("can you put one aside?") are not.
+    """
     found = []
     for s in sentences(text):
         # "Hello?" or "Is anyone there?" asks for attention, not for knowledge.
         if len(s.split()) < 3 or not _words(s):
             continue
-        if s.endswith("?") or (_QUESTION_START.match(s) and not s.endswith("!")):
-            found.append(s if s.endswith("?") else s.rstrip(".") + "?")
+        if not _QUESTION_START.match(s) or s.endswith("!"):
+            continue
+        if _SMALL_TALK.search(s) or _REQUEST.match(s):
+            continue
+        found.append(s if s.endswith("?") else s.rstrip(".") + "?")
     return found
 
 
 def substantive(text: str) -> str:
-    """The turn without the holding phrases that open it ("let me check... okay, so")."""
-    rest = text.strip()
-    while True:
-        stripped = _FILLER.sub("", rest, count=1).strip()
-        if stripped == rest:
-            return rest
-        rest = stripped
+    """What in a shop-side turn answers anything: without the holding phrases that open it
+    ("let me check... okay, so"), the sentences about the call itself (greetings, the line)
+    and the questions it asks back ("what size is he?")."""
+    kept = []
+    for sentence in sentences(text):
+        rest = sentence
+        while True:
+            stripped = _FILLER.sub("", rest, count=1).strip()
+            if stripped == rest:
+                break
+            rest = stripped
+        if not rest or rest.endswith("?") or _META.search(rest):
+            continue
+        if not _words(rest) and not re.match(r"(?i)^(?:yes|yep|yeah|no|nope)\b", rest):
+            continue
+        kept.append(rest)
+    return " ".join(kept)
 
 
 def extract_pairs(turns: list[SpokenTurn]) -> tuple[list[Pair], list[str], list[str]]:
@@ -166,7 +209,6 @@ def extract_pairs(turns: list[SpokenTurn]) -> tuple[list[Pair], list[str], list[
         asked = questions_in(turn.text)
         if not asked:
             continue
-        question = " ".join(asked)
         answer_parts: list[str] = []
         used: list[int] = []
         bot_spoke = False
@@ -180,17 +222,24 @@ def extract_pairs(turns: list[SpokenTurn]) -> tuple[list[Pair], list[str], list[
                 bot_spoke = bot_spoke or nxt.role == "bot"
                 continue  # the bot or an unknown voice: never taken as the shop's answer
             said = substantive(nxt.text)
-            if len(said.split()) < MIN_ANSWER_WORDS and not answer_parts:
-                continue  # still holding
+            if len(said.split()) < MIN_ANSWER_WORDS:
+                continue  # holding, greeting, or asking back: the answer is still to come
             answer_parts.append(said)
             used.append(j)
-        if not answer_parts:
-            (bot_answered if bot_spoke else unanswered).append(question)
+        # "I don't know, sorry" leaves the question open: a gap, not an answer.
+        answer = " ".join(x for x in sentences(" ".join(answer_parts))
+                          if not _NOT_KNOWN.search(x))
+        if not answer:
+            (bot_answered if bot_spoke and not answer_parts else unanswered).append(
+                " ".join(asked))
             continue
         last = turns[used[-1]]
-        pairs.append(Pair(question, " ".join(answer_parts), i, tuple(used), turn.start,
-                          last.end if last.end is not None else last.start,
-                          turns[used[0]].speaker))
+        # Two questions in one breath ("do you do gluten-free? how much notice?") are two
+        # pairs; the reply is taken as the answer to each.
+        for question in asked:
+            pairs.append(Pair(question, answer, i, tuple(used), turn.start,
+                              last.end if last.end is not None else last.start,
+                              turns[used[0]].speaker))
     return pairs, unanswered, bot_answered
 
 
