@@ -51,21 +51,16 @@ def start_scheduler(rt: Runtime) -> AsyncIOScheduler:
         finally:
             JOB_SECONDS.labels(job=name).observe(time.perf_counter() - started)
 
-    scheduler.add_job(guarded, "interval", args=[refresh_metrics.NAME],
-                      seconds=rt.settings.metrics_refresh_seconds, id=refresh_metrics.NAME,
-                      max_instances=1, coalesce=True)
-    scheduler.add_job(guarded, "interval", args=[apply.NAME],
-                      seconds=rt.settings.apply_interval_seconds, id=apply.NAME,
-                      max_instances=1, coalesce=True)
-    scheduler.add_job(guarded, "interval", args=[calibrate.NAME],
-                      seconds=rt.settings.calibrate_interval_seconds, id=calibrate.NAME,
-                      max_instances=1, coalesce=True)
-    scheduler.add_job(guarded, "interval", args=[embed_turns.NAME],
-                      seconds=rt.settings.embed_turns_interval_seconds, id=embed_turns.NAME,
-                      max_instances=1, coalesce=True)
-    scheduler.add_job(guarded, "interval", args=[retention.NAME],
-                      seconds=rt.settings.retention_interval_seconds, id=retention.NAME,
-                      max_instances=1, coalesce=True)
+    s = rt.settings
+    # reembed runs only when asked (after a change of model).
+    every = {refresh_metrics.NAME: s.metrics_refresh_seconds,
+             apply.NAME: s.apply_interval_seconds,
+             calibrate.NAME: s.calibrate_interval_seconds,
+             embed_turns.NAME: s.embed_turns_interval_seconds,
+             retention.NAME: s.retention_interval_seconds}
+    for name, seconds in every.items():
+        scheduler.add_job(guarded, "interval", args=[name], seconds=seconds, id=name,
+                          max_instances=1, coalesce=True)
     scheduler.start()
     return scheduler
 
