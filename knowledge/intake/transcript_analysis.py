@@ -35,6 +35,11 @@ _QUESTION_START = re.compile(
     r"(how|what|when|where|why|which|who|whom|whose|can|could|do|does|did|is|are|was|were|"
     r"will|would|should|shall|may|might|have|has|had|am|any|is there|are there)\b",
     re.IGNORECASE)
+# A question inside a longer sentence: a question word or verb, then its subject.
+_INVERTED = re.compile(
+    r",\s*(?:and\s+)?(?:how|what|when|where|which|who|why|do|does|did|can|could|is|are|will|"
+    r"would|have|has)\s+(?:you|i|we|it|they|there|that|this|he|she|much|many|long|late|soon)\b",
+    re.IGNORECASE)
 # A sentence ends at . ! or ? before a space or the end ("$12.50" stays one).
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 # Holding phrases: the shop's side is not answering yet. "Yes" and "no" are kept: they are the
@@ -51,7 +56,10 @@ _META = re.compile(
     r"\b(?:speaking|this is \w+|thanks? (?:you )?for (?:calling|waiting|holding)|welcome to|"
     r"breaking up|can you hear me|bear with me|sorry about that|sorry to keep you|"
     r"(?:good )?(?:morning|afternoon|evening)|hi there|hello there|how can i help|"
-    r"what can i do for you|anything else)\b", re.IGNORECASE)
+    r"what can i do for you|anything else|put you through|transfer you|pass you (?:over|on)|"
+    r"i'?m (?:so |really |very |terribly )?sorry|i apologi[sz]e|(?:we|i) apologi[sz]e|"
+    r"sorry (?:to hear|for the|about)|that'?s not (?:good|ok|okay|acceptable)|"
+    r"i understand|i hear you)\b", re.IGNORECASE)
 # Replies that admit not knowing: the question is still open (a gap), not answered.
 _NOT_KNOWN = re.compile(
     r"\b(?:(?:i|we) (?:honestly |really |just )?(?:don'?t|do not) know|not sure|no idea|"
@@ -164,7 +172,9 @@ def questions_in(text: str) -> list[str]:
         # "Hello?" or "Is anyone there?" asks for attention, not for knowledge.
         if len(s.split()) < 3 or not _words(s):
             continue
-        if not _QUESTION_START.match(s) or s.endswith("!"):
+        # "Hi, I need keys cut, do you do that?": the question may follow a statement.
+        asks = _QUESTION_START.match(s) or (s.endswith("?") and _INVERTED.search(s))
+        if not asks or s.endswith("!"):
             continue
         if _SMALL_TALK.search(s) or _REQUEST.match(s):
             continue
