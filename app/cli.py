@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from knowledge.access import CLI_ADMIN, Role
-from knowledge.errors import LearnkbError
+from knowledge.errors import Conflict, LearnkbError
 from knowledge.learning.export import KINDS as EXPORT_KINDS
 from knowledge.runtime import Runtime, open_runtime
 from knowledge.settings import Settings
@@ -214,13 +214,17 @@ def cmd_transcripts_import(settings: Settings, args: argparse.Namespace) -> None
 
     async def work(rt: Runtime) -> Any:
         shop = await shops.get_shop(rt.pool, args.shop)
-        done: dict[str, int] = {"transcripts": 0, "pairs": 0, "unanswered": 0, "failed": 0}
+        done: dict[str, int] = {"transcripts": 0, "pairs": 0, "unanswered": 0,
+                                "already_imported": 0, "failed": 0}
         failures = []
         for path in tqdm(files, desc="transcripts", unit="call", file=sys.stderr):
             try:
                 raw = await asyncio.to_thread(path.read_text, encoding="utf-8")
                 result = await ingest(rt, shop, TranscriptIn(raw, filename=path.name),
                                       CLI_ADMIN)
+            except Conflict:
+                done["already_imported"] += 1
+                continue
             except (LearnkbError, UnicodeDecodeError) as exc:
                 done["failed"] += 1
                 failures.append({"file": path.name, "error": str(exc)})
@@ -251,8 +255,10 @@ def cmd_jobs(settings: Settings, args: argparse.Namespace) -> None:
 
     # Re-embedding is how a model change is resolved, so it must start despite the mismatch.
     reembedding = args.job == "reembed"
-    # Applying embeds new entries; re-embedding must start despite a model mismatch.
-    print(asyncio.run(_with_runtime(settings, work, load_model=args.job in {"reembed", "apply"},
+    # Applying embeds new entries, embed-turns logged questions; re-embedding must start despite
+    # a model mismatch.
+    embeds = {"reembed", "apply", "embed-turns"}
+    print(asyncio.run(_with_runtime(settings, work, load_model=args.job in embeds,
                                     check_vectors=not reembedding)))
 
 

@@ -21,6 +21,7 @@ from prometheus_client.registry import Collector
 
 from app.auth import runtime_of
 from knowledge.learning.metrics import queue_depth
+from knowledge.learning.review import STATUSES as QUEUE_STATUSES
 from knowledge.runtime import Runtime
 
 ANSWERS = Counter("learnkb_answers", "Answers given, by tier", ["tier"])
@@ -34,7 +35,8 @@ QUEUE_DEPTH_SECONDS = 10.0
 def prometheus_config() -> PrometheusConfig:
     """Request latency histograms, labelled by route template (not by raw path)."""
     return PrometheusConfig(app_name="learnkb", prefix="learnkb", group_path=True,
-                            exclude=["/metrics", "/health", "/ready"])
+                            # Anchored: "/metrics" alone would also leave out /v1/metrics/...
+                            exclude=["^/metrics$", "^/health$", "^/ready$"])
 
 
 class RuntimeCollector(Collector):
@@ -90,6 +92,8 @@ class MetricsController(Controller):
         now = time.monotonic()
         if now - MetricsController._read > QUEUE_DEPTH_SECONDS:
             MetricsController._read = now
-            for status, n in (await queue_depth(rt.pool)).items():
-                QUEUE_ITEMS.labels(status=status).set(n)
+            depth = await queue_depth(rt.pool)
+            # Every status, so one that empties shows 0 rather than its last count.
+            for status in QUEUE_STATUSES:
+                QUEUE_ITEMS.labels(status=status).set(depth.get(status, 0))
         return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)

@@ -10,3 +10,6 @@ CREATE INDEX idx_memory_user ON conversation_memory (shop_id, user_id)
 -- The embed job's work list: logged turns whose question has no vector yet.
 CREATE INDEX idx_memory_unembedded ON conversation_memory (created_at)
     WHERE logged AND embedding IS NULL;
+-- Logged turns whose knowledge gap is still to be opened (the bot was unsure or handed over).
+CREATE INDEX idx_memory_gap_pending ON conversation_memory (created_at)
+    WHERE logged AND metadata ? 'gap_pending';

@@ -1,8 +1,8 @@
--- Daily figures the owners' metrics read (refreshed by the refresh-metrics job, like the seed's
+-- Daily figures (UTC days) the owners' metrics read (refreshed by the refresh-metrics job, like the seed's
 -- two views): answers by tier, confidence and answer time per A/B variant; feedback; reviews.
 CREATE MATERIALIZED VIEW daily_answer_metrics AS
 SELECT m.shop_id,
-       date_trunc('day', m.created_at)::date                                AS date,
+       (m.created_at AT TIME ZONE 'UTC')::date                                AS date,
        coalesce(a.ab_test_variant, '')                                      AS variant,
        count(*)                                                             AS answers,
        count(*) FILTER (WHERE m.tier IN ('fallback', 'decline'))            AS fallbacks,
@@ -18,7 +18,7 @@ CREATE UNIQUE INDEX idx_daily_answer_metrics ON daily_answer_metrics (shop_id, d
 
 CREATE MATERIALIZED VIEW daily_feedback_metrics AS
 SELECT shop_id,
-       date_trunc('day', created_at)::date                              AS date,
+       (created_at AT TIME ZONE 'UTC')::date                              AS date,
        count(*) FILTER (WHERE metadata ->> 'sentiment' = 'positive')    AS positive,
        count(*) FILTER (WHERE metadata ->> 'sentiment' = 'negative')    AS negative
 FROM conversation_feedback
@@ -27,7 +27,7 @@ CREATE UNIQUE INDEX idx_daily_feedback_metrics ON daily_feedback_metrics (shop_i
 
 CREATE MATERIALIZED VIEW daily_review_metrics AS
 SELECT shop_id,
-       date_trunc('day', created_at)::date                                        AS date,
+       (created_at AT TIME ZONE 'UTC')::date                                        AS date,
        count(*) FILTER (WHERE action = 'queue.auto_approve')                      AS auto_approved,
        count(*) FILTER (WHERE action IN ('queue.approve', 'queue.edit_approve'))  AS approved,
        count(*) FILTER (WHERE action IN ('queue.reject', 'queue.out_of_scope'))   AS rejected,

@@ -83,13 +83,13 @@ async def test_cli_imports_a_folder_of_call_transcripts(database_url: str, data_
         (folder / name).write_text((calls / name).read_text())
     (folder / "broken.json").write_text("[not json")
     (folder / "notes.pdf").write_bytes(b"%PDF ignored: not a transcript format")
-    done = subprocess.run([LEARNKB, "transcripts", "import", str(folder), "--shop", slug],
-                          env={**{k: v for k, v in os.environ.items()
-                                  if not k.startswith("LEARNKB_")}, **env},
-                          capture_output=True, text=True, timeout=300, check=False)
+    done = _run(env, "transcripts", "import", str(folder), "--shop", slug, ok=False)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout)
     assert result["transcripts"] == 4 and result["failed"] == 1
     assert result["pairs"] == 4 and result["unanswered"] == 1
     assert result["failures"][0]["file"] == "broken.json"
     assert "transcripts" in done.stderr  # the progress bar
+    rerun = json.loads(_run(env, "transcripts", "import", str(folder), "--shop", slug,
+                            ok=False).stdout)
+    assert rerun["transcripts"] == 0 and rerun["already_imported"] == 4

@@ -158,6 +158,14 @@ async def test_forgetting_a_customer_removes_their_text_everywhere_and_nothing_e
             f"Customer: Do you repair the {marker} machine?\n"
             f"Agent: Yes, we repair every {marker} machine within a week."})
         assert r.status_code == 201, r.text
+    # The same call from both, bob first: the item is his and only loses her signal.
+    shared = {}
+    for user in ("bob", "alice"):
+        r = await client.post("/v1/transcripts", headers=shop.bot, json={
+            "conversation_id": f"conv-{user}", "transcript":
+            "Customer: Do you ship espresso machines to Norway?\n"
+            "Agent: Yes, we ship every machine to Norway within five working days."})
+        shared[user] = r.json()
     await run_job(runtime, "embed-turns")
     await turn_log_of(runtime).flush()
     assert await _tables_holding(runtime, markers["alice"])
@@ -168,15 +176,48 @@ async def test_forgetting_a_customer_removes_their_text_everywhere_and_nothing_e
     erased = await client.delete("/v1/users/alice", headers=shop.owner)
     assert erased.status_code == 200, erased.text
     removed = erased.json()["removed"]
-    assert removed["turns"] == 2 and removed["transcripts"] == 1
+    assert removed["turns"] == 2 and removed["transcripts"] == 2
     assert removed["feedback"] == 1 and removed["corrections"] == 1
     assert removed["queue_items"] >= 3
     # Nothing was applied to knowledge here (knowledge the owner approved would be the shop's
     # and stay): no column of any table holds her words any more.
     assert await _tables_holding(runtime, markers["alice"]) == set()
+    item = (await client.get(f"/v1/queue/{shared['bob']['queued'][0]['item_id']}",
+                             headers=shop.owner)).json()
+    sources = {x["source_id"] for x in item["signals"]}
+    assert shared["bob"]["id"] in sources and shared["alice"]["id"] not in sources
+    # Her call (sent under her conversation, without a user id) went too.
+    assert (await client.get(f"/v1/transcripts/{shared['alice']['id']}",
+                             headers=shop.owner)).status_code == 404
+    assert (await client.get(f"/v1/transcripts/{shared['bob']['id']}",
+                             headers=shop.owner)).status_code == 200
     kept = await _tables_holding(runtime, markers["bob"])
     assert {"conversation_memory.question", "voice_transcripts.transcript",
             "conversation_feedback.reason", "learning_queue.question"} <= kept, kept
     trail = (await client.get("/v1/audit", headers=shop.owner)).json()
     erasure = next(r for r in trail if r["action"] == "user.erase")
     assert "alice" not in str(erasure) and erasure["after"]["turns"] == 2
+
+
+async def test_bad_turns_are_clear_errors(client: httpx.AsyncClient, shop: ShopKeys) -> None:
+    # A time with a zone and one without compare as UTC, not as a 500.
+    mixed = await client.post("/v1/conversations/bulk", headers=shop.bot, json={"turns": [
+        _turn("c-times", 1, "q?", asked_at="2026-11-30T10:00:00",
+              answered_at="2026-11-30T10:00:01Z")]})
+    assert mixed.status_code == 200, mixed.text
+    for body in ({"turns": [_turn("c-bad", 1, "q", confidence=1.5)]},
+                 {"turns": [_turn("c-bad", 1, "q\u0000")]},
+                 {"turns": [_turn("c-bad", 1, "q", tier="maybe")]},
+                 {"turns": [_turn("c-bad", 1, "q", asked_at="yesterday")]},
+                 {"turns": []}, {"turns": [{"turn_id": "x"}]}):
+        r = await client.post("/v1/conversations/bulk", headers=shop.bot, json=body)
+        assert r.status_code in {400, 422}, (body, r.text)
+        assert r.headers["content-type"].startswith("application/problem+json")
+    huge = await client.post("/v1/transcripts", headers=shop.bot, json={"turns": [
+        {"speaker": "Customer", "text": "hi, how long does delivery take?", "start": 1e300}]})
+    assert huge.status_code == 422 and huge.json()["limit"] == 86_400
+    for params in ({"to": "0001-01-02T00:00:00Z"}, {"from": "9999-12-31T00:00:00Z"}):
+        r = await client.get("/v1/metrics/summary", headers=shop.owner, params=params)
+        assert r.status_code in {400, 422}, (params, r.text)
+    r = await client.get("/v1/metrics/daily", headers=shop.owner, params={"to": "0001-01-02"})
+    assert r.status_code in {400, 422}, r.text

@@ -96,6 +96,10 @@ async def test_the_same_pair_in_three_calls_is_one_item_with_three_sources(
         client: httpx.AsyncClient, shop: ShopKeys) -> None:
     first = await _send(client, shop, "delivery.srt")
     assert first["format"] == "srt" and first["sentiment"] == "positive"
+    # The same call sent again (a retry) is not heard twice.
+    again = await client.post("/v1/transcripts", headers=shop.bot, json={
+        "transcript": (CALLS / "delivery.srt").read_text(), "filename": "delivery.srt"})
+    assert again.status_code == 409 and again.json()["transcript_id"] == first["id"]
     assert [(p["question"], p["answer"]) for p in first["pairs"]] == [(DELIVERY_Q, DELIVERY_A)]
     turns = [{"speaker": "Customer", "text": "Hi there, how long does delivery take?",
               "start": 0.5, "end": 2.0},

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from litestar import Controller, get
 from litestar.datastructures import State
@@ -12,7 +12,10 @@ from litestar.params import FromQuery, QueryParameter
 from app.auth import Caller, resolve_shop, runtime_of
 from app.controllers.params import ShopParam
 from knowledge.access import Action, Principal, Role
+from knowledge.errors import Invalid
 from knowledge.learning import alerts, metrics
+
+T = TypeVar("T", date, datetime)
 
 
 async def _shop_or_all(state: State, principal: Principal, shop: str | None) -> int | None:
@@ -24,6 +27,15 @@ async def _shop_or_all(state: State, principal: Principal, shop: str | None) -> 
 
 def _aware(value: datetime) -> datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def _before(moment: T, days: int) -> T:
+    """`days` before a moment; a moment too near the calendar's start is refused, not a 500."""
+    try:
+        return moment - timedelta(days=days)
+    except OverflowError:
+        raise Invalid(f"`to` is at least {days} days after the year 1, or give `from` too",
+                      field="to") from None
 
 
 class MetricsController(Controller):
@@ -39,7 +51,7 @@ class MetricsController(Controller):
                       to: FromQuery[datetime | None] = None) -> dict[str, Any]:
         shop_id = await _shop_or_all(state, principal, shop)
         end = _aware(to) if to is not None else datetime.now(UTC)
-        start = _aware(from_) if from_ is not None else end - timedelta(days=7)
+        start = _aware(from_) if from_ is not None else _before(end, 7)
         return await metrics.summary(runtime_of(state).pool, shop_id,
                                      metrics.Period(start, end))
 
@@ -49,7 +61,7 @@ class MetricsController(Controller):
                     to: FromQuery[date | None] = None) -> list[dict[str, Any]]:
         shop_id = await _shop_or_all(state, principal, shop)
         end = to or datetime.now(UTC).date() + timedelta(days=1)
-        start = from_ or end - timedelta(days=30)
+        start = from_ or _before(end, 30)
         return await metrics.daily(runtime_of(state).pool, shop_id, start, end)
 
     @get("/alerts", summary="Which alert conditions hold now for the shop, with their figures")

@@ -27,6 +27,10 @@ log = logging.getLogger(__name__)
 MAX_TURNS_PER_BATCH = 1_000
 MAX_ID = 200
 TIERS = ("answer", "options", "clarify", "fallback", "handover")
+# The turns the bot could not answer: each opens a knowledge gap, as a fallback does live.
+GAP_TIERS = frozenset({"clarify", "fallback", "handover"})
+# An answer time beyond a day is a clock error, not a measurement.
+MAX_LATENCY_MS = 86_400_000
 # Turns the embed job takes at once (one forward pass of the model per batch).
 EMBED_BATCH = 256
 
@@ -59,11 +63,24 @@ SELECT id, client_turn_id FROM conversation_memory
 WHERE shop_id = $1 AND client_turn_id = ANY($2::text[])
 """
 CLAIM_UNEMBEDDED = """
-SELECT id, shop_id, conversation_id, question, tier, confidence FROM conversation_memory
+SELECT id, question FROM conversation_memory
 WHERE logged AND embedding IS NULL
 ORDER BY created_at
 LIMIT $1
 FOR UPDATE SKIP LOCKED
+"""
+# One turn at a time, each gap in a transaction of its own: a batch of gaps in one transaction
+# would hold the shop's queue lock (and a live fallback waiting on it) for the whole batch.
+CLAIM_GAP = """
+SELECT id, shop_id, conversation_id, question, tier, confidence, embedding
+FROM conversation_memory
+WHERE logged AND metadata ? 'gap_pending' AND embedding IS NOT NULL
+ORDER BY created_at
+LIMIT 1
+FOR UPDATE SKIP LOCKED
+"""
+GAP_OPENED = """
+UPDATE conversation_memory SET metadata = metadata - 'gap_pending' WHERE id = $1
 """
 SET_EMBEDDINGS = """
 UPDATE conversation_memory AS m SET embedding = t.embedding
@@ -113,6 +130,13 @@ class Logged:
     stored: int
     already: int
     turn_ids: dict[str, UUID]
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    """A time without a zone is taken as UTC (so naive and aware times can be compared)."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
 
 
 def tier_of(turn: LoggedTurn, shop: Shop) -> str:
@@ -166,22 +190,26 @@ async def log_turns(rt: Runtime, shop: Shop, turns: list[LoggedTurn]) -> Logged:
         seen.add(t.turn_id)
     now = datetime.now(UTC)
     redact = rt.redactor.redact
+    asked = [_utc(t.asked_at) for t in turns]
+    answered = [_utc(t.answered_at) for t in turns]
     questions = [redact(t.message.strip()) for t in turns]
     answers = [redact(t.answer) for t in turns]
-    latency = [None if t.asked_at is None or t.answered_at is None
-               else max(0, int((t.answered_at - t.asked_at).total_seconds() * 1000))
-               for t in turns]
+    latency = [None if a is None or b is None
+               else min(MAX_LATENCY_MS, max(0, int((b - a).total_seconds() * 1000)))
+               for a, b in zip(asked, answered, strict=True)]
+    tiers = [tier_of(t, shop) for t in turns]
     async with rt.pool.acquire() as conn:
         rows = await conn.fetch(
             INSERT_LOGGED, shop.id, [t.turn_id for t in turns],
             [t.conversation_id for t in turns], [t.user_id for t in turns],
             [t.channel for t in turns], [q.text for q in questions], [a.text for a in answers],
-            [tier_of(t, shop) for t in turns], [t.confidence for t in turns],
-            [json.dumps({**t.metadata, "redacted": {**q.counts, **a.counts}})
-             for t, q, a in zip(turns, questions, answers, strict=True)],
+            tiers, [t.confidence for t in turns],
+            [json.dumps({**t.metadata, "redacted": {**q.counts, **a.counts},
+                         **({"gap_pending": True} if tier in GAP_TIERS else {})})
+             for t, q, a, tier in zip(turns, questions, answers, tiers, strict=True)],
             # Turns without a time keep the batch's order (a microsecond apart).
-            [t.answered_at or t.asked_at or now + timedelta(microseconds=i)
-             for i, t in enumerate(turns)], latency,
+            [b or a or now + timedelta(microseconds=i)
+             for i, (a, b) in enumerate(zip(asked, answered, strict=True))], latency,
             [t.ab_variant for t in turns])
         ids = {str(r["client_turn_id"]): r["id"] for r in rows}
         missing = [t.turn_id for t in turns if t.turn_id not in ids]
@@ -193,21 +221,25 @@ async def log_turns(rt: Runtime, shop: Shop, turns: list[LoggedTurn]) -> Logged:
 
 async def embed_logged(rt: Runtime) -> tuple[int, int]:
     """Give logged questions their vectors, and open a knowledge gap for each turn the bot was
-    unsure of or handed over: (turns embedded, gaps submitted)."""
+    unsure of, fell back on or handed over: (turns embedded, gaps submitted)."""
     embedded = gaps = 0
-    shops: dict[int, Shop] = {}
     while True:
         async with rt.pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(CLAIM_UNEMBEDDED, EMBED_BATCH)
             if not rows:
-                return embedded, gaps
+                break
             vectors = await rt.embedder.embed_many([r["question"] or "" for r in rows])
             await conn.execute(SET_EMBEDDINGS, [r["id"] for r in rows],
                                [ArrayItem(v) for v in vectors])
-            # In the same transaction: a turn is embedded and its gap opened, or neither.
-            for row, vector in zip(rows, vectors, strict=True):
-                if row["tier"] not in {"clarify", "handover"} or not row["question"]:
-                    continue
+        embedded += len(rows)
+    shops: dict[int, Shop] = {}
+    while True:
+        async with rt.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(CLAIM_GAP)
+            if row is None:
+                break
+            # The gap and the turn's mark commit together: each turn opens its gap once.
+            if row["question"]:
                 shop = shops.get(row["shop_id"]) or await get_shop(conn, row["shop_id"])
                 shops[shop.id] = shop
                 handover = row["tier"] == "handover"
@@ -218,9 +250,10 @@ async def embed_logged(rt: Runtime) -> tuple[int, int]:
                     metadata={"turn_id": str(row["id"]),
                               "conversation_id": row["conversation_id"], "logged": True,
                               "confidence": row["confidence"]}),
-                    SYSTEM, conn=conn, vector=vector)
+                    SYSTEM, conn=conn, vector=row["embedding"])
                 gaps += 1
-        embedded += len(rows)
+            await conn.execute(GAP_OPENED, row["id"])
+    return embedded, gaps
 
 
 async def conversation(conn: Queryable, shop_id: int, conversation_id: str) -> dict[str, Any]:

@@ -17,21 +17,30 @@ from knowledge.errors import Invalid
 from knowledge.runtime import Runtime
 from knowledge.store import audit
 
+# Locked, so that nothing built from them (a gap, a transcript's pairs) commits in between.
 TURNS_OF_USER = """
-SELECT id FROM conversation_memory WHERE shop_id = $1 AND user_id = $2
+SELECT id, conversation_id FROM conversation_memory WHERE shop_id = $1 AND user_id = $2
+FOR UPDATE
 """
-TRANSCRIPTS_OF_USER = "SELECT id FROM voice_transcripts WHERE shop_id = $1 AND user_id = $2"
+# Calls sent under the customer's id, or under one of their conversations.
+TRANSCRIPTS_OF_USER = """
+SELECT id FROM voice_transcripts
+WHERE shop_id = $1 AND (user_id = $2 OR conversation_key = ANY($3::text[]))
+FOR UPDATE
+"""
 FEEDBACK_OF_TURNS = """
 SELECT id FROM conversation_feedback WHERE shop_id = $1 AND conversation_id = ANY($2::uuid[])
 """
 CORRECTIONS_OF_TURNS = """
 SELECT id FROM owner_corrections WHERE shop_id = $1 AND conversation_id = ANY($2::uuid[])
 """
-# Queue items any of whose signals came from these sources; `only` when every signal did.
+# Queue items any of whose signals came from these sources; `only` when the item began with
+# one of them (its question and metadata quote the customer, whoever merged into it later).
 ITEMS_FROM = """
 SELECT q.id,
-       (q.source_id::text = ANY($2::text[]) OR q.metadata ->> 'turn_id' = ANY($2::text[]))
-       AND NOT EXISTS (
+       q.source_id::text = ANY($2::text[]) OR q.metadata ->> 'turn_id' = ANY($2::text[])
+       OR q.metadata ->> 'transcript_id' = ANY($2::text[])
+       OR NOT EXISTS (
            SELECT 1 FROM jsonb_array_elements(q.signals) AS s
            WHERE NOT (coalesce(s ->> 'source_id', '') = ANY($2::text[])
                       OR coalesce(s ->> 'turn_id', '') = ANY($2::text[]))) AS only
@@ -58,12 +67,16 @@ DELETE_EXAMPLES = """
 DELETE FROM out_of_scope_examples WHERE shop_id = $1 AND queue_item_id = ANY($2::uuid[])
 """
 DELETE_ITEMS = "DELETE FROM learning_queue WHERE shop_id = $1 AND id = ANY($2::uuid[])"
-# The audit trail keeps that something happened, not what the customer wrote.
+# The audit trail keeps that something happened, not what the customer wrote: rows about
+# the erased things, and rows that quote one of them (a signal dropped as already known names
+# its source in `after`).
 SCRUB_AUDIT = """
 UPDATE learning_audit_log
 SET before = CASE WHEN before IS NULL THEN NULL ELSE '{"erased": true}'::jsonb END,
     after = CASE WHEN after IS NULL THEN NULL ELSE '{"erased": true}'::jsonb END
-WHERE shop_id = $1 AND subject_id = ANY($2::uuid[])
+WHERE shop_id = $1
+  AND (subject_id = ANY($2::uuid[])
+       OR before::text LIKE ANY($3::text[]) OR after::text LIKE ANY($3::text[]))
 """
 DELETE_CORRECTIONS = "DELETE FROM owner_corrections WHERE shop_id = $1 AND id = ANY($2::uuid[])"
 DELETE_TRANSCRIPTS = "DELETE FROM voice_transcripts WHERE shop_id = $1 AND id = ANY($2::uuid[])"
@@ -79,8 +92,11 @@ async def erase_user(rt: Runtime, shop_id: int, user_id: str,
     # Turns answered a moment ago may still be on their way to the log.
     await turn_log_of(rt).flush()
     async with rt.pool.acquire() as conn, conn.transaction():
-        turns = [r["id"] for r in await conn.fetch(TURNS_OF_USER, shop_id, user_id)]
-        transcripts = [r["id"] for r in await conn.fetch(TRANSCRIPTS_OF_USER, shop_id, user_id)]
+        turn_rows = await conn.fetch(TURNS_OF_USER, shop_id, user_id)
+        turns = [r["id"] for r in turn_rows]
+        conversations = sorted({r["conversation_id"] for r in turn_rows})
+        transcripts = [r["id"] for r in await conn.fetch(TRANSCRIPTS_OF_USER, shop_id, user_id,
+                                                         conversations)]
         feedback = [r["id"] for r in await conn.fetch(FEEDBACK_OF_TURNS, shop_id, turns)]
         corrections = [r["id"] for r in await conn.fetch(CORRECTIONS_OF_TURNS, shop_id, turns)]
         sources = [str(x) for x in (*turns, *transcripts, *feedback, *corrections)]
@@ -95,7 +111,8 @@ async def erase_user(rt: Runtime, shop_id: int, user_id: str,
             examples = int((await conn.execute(DELETE_EXAMPLES, shop_id, only)).split()[-1])
             await conn.execute(DELETE_ITEMS, shop_id, only)
         subjects = [*only, *turns, *transcripts, *feedback, *corrections]
-        scrubbed = int((await conn.execute(SCRUB_AUDIT, shop_id, subjects)).split()[-1]) \
+        quoted = [f"%{x}%" for x in (*sources, *(str(i) for i in only))]
+        scrubbed = int((await conn.execute(SCRUB_AUDIT, shop_id, subjects, quoted)).split()[-1]) \
             if subjects else 0
         await conn.execute(DELETE_CORRECTIONS, shop_id, corrections)
         await conn.execute(DELETE_TRANSCRIPTS, shop_id, transcripts)

@@ -21,7 +21,12 @@ WITH old AS (
 )
 UPDATE voice_transcripts AS t
 SET transcript = '', processed_summary = NULL,
-    learning_insights = t.learning_insights - 'turns' - 'pairs' - 'unanswered' - 'bot_answered',
+    -- what each pair became stays, without the words
+    learning_insights = (t.learning_insights - 'turns' - 'pairs' - 'unanswered' - 'bot_answered'
+                         - 'queued')
+        || jsonb_build_object('queued', coalesce(
+               (SELECT jsonb_agg(q - 'question')
+                FROM jsonb_array_elements(t.learning_insights -> 'queued') AS q), '[]'::jsonb)),
     metadata = t.metadata || '{"expired": true}'::jsonb
 FROM old WHERE t.id = old.id
 """
@@ -33,7 +38,8 @@ WITH old AS (
     LIMIT $3
 )
 UPDATE conversation_memory AS m
-SET question = NULL, answer = NULL, transcript = NULL, summary = NULL
+SET question = NULL, answer = NULL, transcript = NULL, summary = NULL,
+    metadata = '{"expired": true}'::jsonb
 FROM old WHERE m.id = old.id
 """
 EXPIRE_ANALYTICS_TEXT = """
@@ -54,8 +60,35 @@ WITH old AS (
 )
 UPDATE conversation_feedback AS f SET reason = NULL FROM old WHERE f.id = old.id
 """
+# A correction keeps the owner's answer; the customer's question and the bot's words it copied
+# go.
+EXPIRE_CORRECTION_TEXT = """
+WITH old AS (
+    SELECT id FROM owner_corrections
+    WHERE shop_id = $1 AND created_at < now() - make_interval(days => $2)
+      AND (question IS NOT NULL OR original_response IS NOT NULL)
+    LIMIT $3
+)
+UPDATE owner_corrections AS c SET question = NULL, original_response = NULL
+FROM old WHERE c.id = old.id
+"""
+# Excerpts of calls stay only on what was approved; items never approved lose them.
+EXPIRE_EXCERPTS = """
+WITH old AS (
+    SELECT id FROM learning_queue
+    WHERE shop_id = $1 AND created_at < now() - make_interval(days => $2)
+      AND status NOT IN ('approved', 'applied') AND signals @? '$[*].excerpt'
+    LIMIT $3
+)
+UPDATE learning_queue AS q
+SET signals = (SELECT jsonb_agg(e - 'excerpt' ORDER BY i)
+               FROM jsonb_array_elements(q.signals) WITH ORDINALITY AS s(e, i)),
+    metadata = q.metadata - 'excerpt'
+FROM old WHERE q.id = old.id
+"""
 STEPS = {"transcripts": EXPIRE_TRANSCRIPTS, "turns": EXPIRE_TURNS,
-         "answers": EXPIRE_ANALYTICS_TEXT, "feedback": EXPIRE_FEEDBACK_TEXT}
+         "answers": EXPIRE_ANALYTICS_TEXT, "feedback": EXPIRE_FEEDBACK_TEXT,
+         "corrections": EXPIRE_CORRECTION_TEXT, "excerpts": EXPIRE_EXCERPTS}
 
 
 async def expire(rt: Runtime) -> dict[str, int] | None:

@@ -20,6 +20,8 @@ NEGATIVE = -0.05
 # A call with both a clearly positive and a clearly negative customer turn is mixed.
 MIXED_STRENGTH = 0.4
 SUMMARY_SENTENCES = 3
+MAX_SCORED_SENTENCES = 50
+MAX_WHOLE_CHARS = 2_000
 MIN_ANSWER_WORDS = 1
 
 # Words of shop talk that VADER's general lexicon misses or reads the wrong way.
@@ -138,7 +140,14 @@ def _analyzer() -> SentimentIntensityAnalyzer:
 
 
 def sentiment_score(text: str) -> float:
-    return float(_analyzer().polarity_scores(text)["compound"])
+    """VADER's compound score of a turn. Its cost grows with the square of a text's length, so
+    a long turn is scored sentence by sentence over its first MAX_SCORED_SENTENCES: a speech
+    cannot stall the server."""
+    if len(text) <= MAX_WHOLE_CHARS:
+        return float(_analyzer().polarity_scores(text)["compound"])
+    scored = [float(_analyzer().polarity_scores(s[:MAX_WHOLE_CHARS])["compound"])
+              for s in sentences(text)[:MAX_SCORED_SENTENCES]]
+    return sum(scored) / len(scored) if scored else 0.0
 
 
 def label_of(score: float) -> str:

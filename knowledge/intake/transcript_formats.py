@@ -17,6 +17,8 @@ from knowledge.errors import Invalid
 FORMATS = ("text", "json", "vtt", "srt")
 ROLES = ("customer", "agent", "owner", "bot", "unknown")
 MAX_TURNS = 5_000
+# A call of more than a day is no call.
+MAX_SECONDS = 86_400
 
 # What speech-to-text services and call centres call each side.
 _ROLE_WORDS = {
@@ -94,7 +96,8 @@ def _labelled(line: str) -> tuple[str, str] | None:
 
 
 def _plain(raw: str) -> list[SpokenTurn]:
-    turns: list[SpokenTurn] = []
+    # Each turn's lines are gathered and joined once: a long turn of many lines stays linear.
+    open_turns: list[tuple[str, float | None, list[str]]] = []
     for line in raw.splitlines():
         if not line.strip():
             continue
@@ -105,14 +108,13 @@ def _plain(raw: str) -> list[SpokenTurn]:
         body = timed.group("rest") if timed else line
         labelled = _labelled(body)
         if labelled is None:
-            if turns:  # a line that carries on the previous speaker's turn
-                last = turns[-1]
-                turns[-1] = SpokenTurn(last.speaker, last.role, f"{last.text} {body.strip()}",
-                                       last.start, last.end)
+            if open_turns:  # a line that carries on the previous speaker's turn
+                open_turns[-1][2].append(body.strip())
             continue
         speaker, text = labelled
-        turns.append(SpokenTurn(speaker, role_of(speaker), text, start))
-    return turns
+        open_turns.append((speaker, start, [text]))
+    return [SpokenTurn(speaker, role_of(speaker), " ".join(parts), start)
+            for speaker, start, parts in open_turns]
 
 
 def _json(raw: str) -> list[SpokenTurn]:
@@ -137,9 +139,10 @@ def _json(raw: str) -> list[SpokenTurn]:
         start, end = item.get("start"), item.get("end")
         for name, value in (("start", start), ("end", end)):
             if value is not None and (not isinstance(value, int | float)
-                                      or isinstance(value, bool) or value < 0):
-                raise Invalid(f"turn {number}: {name} is a number of seconds",
-                              field="transcript")
+                                      or isinstance(value, bool)
+                                      or not 0 <= value <= MAX_SECONDS):
+                raise Invalid(f"turn {number}: {name} is a number of seconds from 0 to "
+                              f"{MAX_SECONDS}", field="transcript", limit=MAX_SECONDS)
         if text.strip():
             turns.append(SpokenTurn(speaker.strip(), role_of(speaker), text.strip(),
                                     None if start is None else float(start),
@@ -176,9 +179,9 @@ def _cues(raw: str) -> list[SpokenTurn]:
                 speaker, said = labelled
                 turns.append(SpokenTurn(speaker, role_of(speaker), said, start, end))
             elif turns:
+                # Unlabelled: the same speaker goes on (merged() joins the pieces once).
                 last = turns[-1]
-                turns[-1] = SpokenTurn(last.speaker, last.role, f"{last.text} {clean}",
-                                       last.start, end)
+                turns.append(SpokenTurn(last.speaker, last.role, clean, start, end))
             else:
                 turns.append(SpokenTurn("", "unknown", clean, start, end))
     return turns
@@ -186,14 +189,17 @@ def _cues(raw: str) -> list[SpokenTurn]:
 
 def merged(turns: list[SpokenTurn]) -> list[SpokenTurn]:
     """Consecutive turns of one speaker as one (captions split speech at arbitrary points)."""
-    out: list[SpokenTurn] = []
+    groups: list[list[SpokenTurn]] = []
     for t in turns:
-        if out and out[-1].speaker == t.speaker and out[-1].role == t.role:
-            last = out[-1]
-            out[-1] = SpokenTurn(last.speaker, last.role, f"{last.text} {t.text}", last.start,
-                                 t.end if t.end is not None else last.end)
+        if groups and groups[-1][0].speaker == t.speaker and groups[-1][0].role == t.role:
+            groups[-1].append(t)
         else:
-            out.append(t)
+            groups.append([t])
+    out = []
+    for group in groups:
+        first, last = group[0], group[-1]
+        out.append(SpokenTurn(first.speaker, first.role, " ".join(t.text for t in group),
+                              first.start, last.end if last.end is not None else first.end))
     return out
 
 

@@ -8,6 +8,8 @@ of what it produced and is listed for review.
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -16,13 +18,13 @@ from typing import Any
 from uuid import UUID
 
 from knowledge.access import Principal
-from knowledge.errors import Invalid, NotFound
+from knowledge.errors import Conflict, Invalid, NotFound
 from knowledge.intake.transcript_analysis import PRODUCT_CODE, Analysis, analyse
 from knowledge.intake.transcript_formats import FORMATS, detect_format, parse
 from knowledge.learning.queue import ItemDraft, Submitted, submit
 from knowledge.runtime import Runtime
 from knowledge.store import audit
-from knowledge.store.db import Queryable
+from knowledge.store.db import Conn, Queryable, in_transaction
 from knowledge.store.shops import Shop
 
 # What staff said to a real customer is good evidence but not proof: below the default
@@ -43,10 +45,15 @@ WHERE EXISTS (SELECT 1 FROM knowledge_base_rag AS kb
 INSERT_TRANSCRIPT = """
 INSERT INTO voice_transcripts (shop_id, conversation_key, user_id, transcript, processed_summary,
                                embedding, sentiment, entities, learning_insights, metadata,
-                               format, needs_review)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                               format, needs_review, content_sha256)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+ON CONFLICT (shop_id, content_sha256) WHERE content_sha256 IS NOT NULL DO NOTHING
 RETURNING id, created_at
 """
+SAME_CONTENT = """
+SELECT id FROM voice_transcripts WHERE shop_id = $1 AND content_sha256 = $2
+"""
+LOCK_TRANSCRIPT = "SELECT 1 FROM voice_transcripts WHERE id = $1 FOR SHARE"
 RECORD_OUTCOMES = """
 UPDATE voice_transcripts SET learning_insights = learning_insights || $2 WHERE id = $1
 """
@@ -123,15 +130,22 @@ async def ingest(rt: Runtime, shop: Shop, given: TranscriptIn, actor: Principal)
     conversation = _short(given.conversation_id, "conversation_id")
     user = _short(given.user_id, "user_id")
     fmt = given.format or detect_format(given.transcript, given.filename)
+    digest = hashlib.sha256(f"{fmt}\n{given.transcript}".encode()).hexdigest()
+    async with rt.pool.acquire() as conn:
+        earlier = await conn.fetchval(SAME_CONTENT, shop.id, digest)
+    if earlier is not None:
+        raise Conflict(f"this transcript was received before, as {earlier}",
+                       transcript_id=str(earlier))
     # Phone numbers, e-mail addresses and the like never reach the database or the analysis.
-    redacted = rt.redactor.redact(given.transcript)
-    turns = parse(redacted.text, fmt)
+    redacted = await asyncio.to_thread(rt.redactor.redact, given.transcript)
+    # Reading and analysing a long call is CPU work: off the event loop.
+    turns = await asyncio.to_thread(parse, redacted.text, fmt)
     candidates = sorted({m.group(0).lower() for t in turns
                          for m in PRODUCT_CODE.finditer(t.text)})
     async with rt.pool.acquire() as conn:
         known = ({r["l"] for r in await conn.fetch(KNOWN_CODES, shop.id, candidates)}
                  if candidates else set())
-    analysis = analyse(turns, known, redacted.counts)
+    analysis = await asyncio.to_thread(analyse, turns, known, redacted.counts)
     asked = " ".join(p.question for p in analysis.pairs) + " " + " ".join(analysis.unanswered)
     vector = await rt.embedder.embed((analysis.summary + " " + asked).strip()[:SEARCH_TEXT_CHARS]
                                      or redacted.text[:SEARCH_TEXT_CHARS])
@@ -150,8 +164,9 @@ async def ingest(rt: Runtime, shop: Shop, given: TranscriptIn, actor: Principal)
         row = await conn.fetchrow(
             INSERT_TRANSCRIPT, shop.id, conversation, user, redacted.text,
             analysis.summary or None, vector, analysis.sentiment, analysis.entities, insights,
-            metadata, fmt, negative)
-        assert row is not None
+            metadata, fmt, negative, digest)
+        if row is None:  # the same call, sent twice at once: the other request stored it
+            raise Conflict("this transcript was received before", field="transcript")
         transcript_id: UUID = row["id"]
         await audit.record(conn, shop_id=shop.id, actor=actor, action="transcript.ingest",
                            subject_type="transcript", subject_id=transcript_id,
@@ -159,24 +174,33 @@ async def ingest(rt: Runtime, shop: Shop, given: TranscriptIn, actor: Principal)
                                   "pairs": len(analysis.pairs),
                                   "unanswered": len(analysis.unanswered)})
     priority = "high" if negative else "normal"
+    drafts = [("answer", pair.question, ItemDraft(
+        kind="answer", source_type="transcript",
+        question=pair.question[:rt.settings.max_question_chars],
+        answer=pair.answer[:rt.settings.max_answer_chars], source_id=transcript_id,
+        confidence=PAIR_CONFIDENCE, priority=priority,
+        metadata={"transcript_id": str(transcript_id), "start": pair.start, "end": pair.end,
+                  "excerpt": pair.excerpt(turns), "call_sentiment": analysis.sentiment}))
+        for pair in analysis.pairs]
+    drafts += [("gap", question, ItemDraft(
+        kind="gap", source_type="transcript",
+        question=question[:rt.settings.max_question_chars], source_id=transcript_id,
+        priority=priority, metadata={"transcript_id": str(transcript_id),
+                                     "call_sentiment": analysis.sentiment}))
+        for question in analysis.unanswered]
     outcomes = []
-    # Each pair is a signal of its own, deduplicated and committed as any other signal is.
-    for pair in analysis.pairs:
-        submitted = await submit(rt, shop, ItemDraft(
-            kind="answer", source_type="transcript", question=pair.question[:4_000],
-            answer=pair.answer[:rt.settings.max_answer_chars], source_id=transcript_id,
-            confidence=PAIR_CONFIDENCE, priority=priority,
-            metadata={"transcript_id": str(transcript_id), "start": pair.start,
-                      "end": pair.end, "excerpt": pair.excerpt(turns),
-                      "call_sentiment": analysis.sentiment}), actor)
-        outcomes.append(_outcome("answer", pair.question, submitted))
-    for question in analysis.unanswered:
-        submitted = await submit(rt, shop, ItemDraft(
-            kind="gap", source_type="transcript", question=question[:4_000],
-            source_id=transcript_id, priority=priority,
-            metadata={"transcript_id": str(transcript_id),
-                      "call_sentiment": analysis.sentiment}), actor)
-        outcomes.append(_outcome("gap", question, submitted))
+    # Each pair is a signal of its own, deduplicated and committed as any other signal is,
+    # while its transcript still exists (a customer erased meanwhile takes it along).
+    for kind, question, draft in drafts:
+        async def queue(conn: Conn, draft: ItemDraft = draft) -> Submitted | None:
+            if await conn.fetchval(LOCK_TRANSCRIPT, transcript_id) is None:
+                return None
+            return await submit(rt, shop, draft, actor, conn=conn)
+
+        submitted = await in_transaction(rt.pool, queue)
+        if submitted is None:
+            break
+        outcomes.append(_outcome(kind, question, submitted))
     if outcomes:
         async with rt.pool.acquire() as conn:
             await conn.execute(RECORD_OUTCOMES, transcript_id, {"queued": outcomes})

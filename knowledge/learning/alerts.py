@@ -34,6 +34,8 @@ SELECT count(*) AS n,
 FROM response_analytics
 WHERE shop_id = $1 AND created_at >= now() - interval '1 hour'
   AND response_time_ms IS NOT NULL
+  -- learnkb's own answers: a logged turn's time is the bot's end to end, not learnkb's
+  AND NOT (metrics ? 'logged')
 """
 NEGATIVE_FEEDBACK = """
 SELECT count(*) FILTER (WHERE created_at >= now() - interval '1 day') AS recent,
@@ -96,7 +98,7 @@ async def alerts(conn: Queryable, shop_id: int, settings: Settings) -> list[Aler
     assert t is not None
     budget = settings.answer_p95_budget_ms
     p95 = None if t["p95"] is None else float(t["p95"])
-    out.append(Alert("answer_time", p95 is not None and p95 > budget,
+    out.append(Alert("answer_time", p95 is not None and p95 > budget and t["n"] >= MIN_ANSWERS,
                      {"p95_ms_last_hour": None if p95 is None else round(p95, 1),
                       "budget_ms": budget, "answers_last_hour": int(t["n"])},
                      "p95 answer time over the last hour above its budget"))

@@ -76,11 +76,13 @@ ORDER BY observations DESC, created_at, id
 LIMIT $4
 """
 QUEUE_DEPTH = "SELECT status, count(*) AS n FROM learning_queue GROUP BY status"
+# Percentiles do not add up across shops: for every shop together they are left out.
 DAILY_ANSWERS = """
 SELECT date, variant, sum(answers)::bigint AS answers, sum(fallbacks)::bigint AS fallbacks,
        sum(declines)::bigint AS declines, sum(handovers)::bigint AS handovers,
        sum(mean_confidence * answers) / nullif(sum(answers), 0) AS mean_confidence,
-       max(p95_ms) AS p95_ms, max(p50_ms) AS p50_ms
+       CASE WHEN $1::integer IS NULL THEN NULL ELSE max(p95_ms) END AS p95_ms,
+       CASE WHEN $1::integer IS NULL THEN NULL ELSE max(p50_ms) END AS p50_ms
 FROM daily_answer_metrics
 WHERE ($1::integer IS NULL OR shop_id = $1) AND date >= $2 AND date < $3
 GROUP BY date, variant ORDER BY date, variant
