@@ -164,7 +164,9 @@ async def test_forgetting_a_customer_removes_their_text_everywhere_and_nothing_e
         r = await client.post("/v1/transcripts", headers=shop.bot, json={
             "conversation_id": f"conv-{user}", "transcript":
             "Customer: Do you ship espresso machines to Norway?\n"
-            "Agent: Yes, we ship every machine to Norway within five working days."})
+            "Agent: Yes, we ship every machine to Norway within five working days.\n"
+            f"Customer: Thanks, this is {user}."})
+        assert r.status_code == 201, r.text
         shared[user] = r.json()
     await run_job(runtime, "embed-turns")
     await turn_log_of(runtime).flush()
