@@ -12,80 +12,51 @@ from knowledge.store.locks import try_advisory_lock
 SHOPS_WITH_RETENTION = "SELECT id, retention_days FROM shops WHERE retention_days IS NOT NULL"
 # Batches keep each transaction short on a large shop.
 BATCH = 5_000
-EXPIRE_TRANSCRIPTS = """
+
+
+def _expire(table: str, pending: str, clear: str) -> str:
+    """Clear text of one table's rows past the shop's retention, a batch at a time; `pending`
+    picks the rows that still hold text (so a re-run finds only what is left)."""
+    return f"""
 WITH old AS (
-    SELECT id FROM voice_transcripts
-    WHERE shop_id = $1 AND created_at < now() - make_interval(days => $2)
-      AND NOT coalesce((metadata ->> 'expired')::boolean, false)
+    SELECT id FROM {table}
+    WHERE shop_id = $1 AND created_at < now() - make_interval(days => $2) AND ({pending})
     LIMIT $3
 )
-UPDATE voice_transcripts AS t
-SET transcript = '', processed_summary = NULL,
-    -- what each pair became stays, without the words
-    learning_insights = (t.learning_insights - 'turns' - 'pairs' - 'unanswered' - 'bot_answered'
-                         - 'queued')
-        || jsonb_build_object('queued', coalesce(
-               (SELECT jsonb_agg(q - 'question')
-                FROM jsonb_array_elements(t.learning_insights -> 'queued') AS q), '[]'::jsonb)),
-    metadata = t.metadata || '{"expired": true}'::jsonb
-FROM old WHERE t.id = old.id
+UPDATE {table} AS t SET {clear} FROM old WHERE t.id = old.id
 """
-EXPIRE_TURNS = """
-WITH old AS (
-    SELECT id FROM conversation_memory
-    WHERE shop_id = $1 AND created_at < now() - make_interval(days => $2)
-      AND (question IS NOT NULL OR answer IS NOT NULL OR transcript IS NOT NULL)
-    LIMIT $3
-)
-UPDATE conversation_memory AS m
-SET question = NULL, answer = NULL, transcript = NULL, summary = NULL,
-    metadata = '{"expired": true}'::jsonb
-FROM old WHERE m.id = old.id
-"""
-EXPIRE_ANALYTICS_TEXT = """
-WITH old AS (
-    SELECT id FROM response_analytics
-    WHERE shop_id = $1 AND created_at < now() - make_interval(days => $2)
-      AND response_text IS NOT NULL
-    LIMIT $3
-)
-UPDATE response_analytics AS a SET response_text = NULL FROM old WHERE a.id = old.id
-"""
-EXPIRE_FEEDBACK_TEXT = """
-WITH old AS (
-    SELECT id FROM conversation_feedback
-    WHERE shop_id = $1 AND created_at < now() - make_interval(days => $2)
-      AND reason IS NOT NULL
-    LIMIT $3
-)
-UPDATE conversation_feedback AS f SET reason = NULL FROM old WHERE f.id = old.id
-"""
-# A correction keeps the owner's answer; the customer's question and the bot's words it copied
-# go.
-EXPIRE_CORRECTION_TEXT = """
-WITH old AS (
-    SELECT id FROM owner_corrections
-    WHERE shop_id = $1 AND created_at < now() - make_interval(days => $2)
-      AND (question IS NOT NULL OR original_response IS NOT NULL)
-    LIMIT $3
-)
-UPDATE owner_corrections AS c SET question = NULL, original_response = NULL
-FROM old WHERE c.id = old.id
-"""
+
+
+EXPIRE_TRANSCRIPTS = _expire(
+    "voice_transcripts", "NOT coalesce((metadata ->> 'expired')::boolean, false)",
+    # What each pair became stays, without the words.
+    """transcript = '', processed_summary = NULL,
+       learning_insights = (t.learning_insights - 'turns' - 'pairs' - 'unanswered'
+                            - 'bot_answered' - 'queued')
+           || jsonb_build_object('queued', coalesce(
+                  (SELECT jsonb_agg(q - 'question')
+                   FROM jsonb_array_elements(t.learning_insights -> 'queued') AS q),
+                  '[]'::jsonb)),
+       metadata = t.metadata || '{"expired": true}'::jsonb""")
+EXPIRE_TURNS = _expire(
+    "conversation_memory",
+    "question IS NOT NULL OR answer IS NOT NULL OR transcript IS NOT NULL",
+    """question = NULL, answer = NULL, transcript = NULL, summary = NULL,
+       metadata = '{"expired": true}'::jsonb""")
+EXPIRE_ANALYTICS_TEXT = _expire("response_analytics", "response_text IS NOT NULL",
+                                "response_text = NULL")
+EXPIRE_FEEDBACK_TEXT = _expire("conversation_feedback", "reason IS NOT NULL", "reason = NULL")
+# A correction keeps the owner's answer; the customer's question and the bot's words it
+# copied go.
+EXPIRE_CORRECTION_TEXT = _expire(
+    "owner_corrections", "question IS NOT NULL OR original_response IS NOT NULL",
+    "question = NULL, original_response = NULL")
 # Excerpts of calls stay only on what was approved; items never approved lose them.
-EXPIRE_EXCERPTS = """
-WITH old AS (
-    SELECT id FROM learning_queue
-    WHERE shop_id = $1 AND created_at < now() - make_interval(days => $2)
-      AND status NOT IN ('approved', 'applied') AND signals @? '$[*].excerpt'
-    LIMIT $3
-)
-UPDATE learning_queue AS q
-SET signals = (SELECT jsonb_agg(e - 'excerpt' ORDER BY i)
-               FROM jsonb_array_elements(q.signals) WITH ORDINALITY AS s(e, i)),
-    metadata = q.metadata - 'excerpt'
-FROM old WHERE q.id = old.id
-"""
+EXPIRE_EXCERPTS = _expire(
+    "learning_queue", "status NOT IN ('approved', 'applied') AND signals @? '$[*].excerpt'",
+    """signals = (SELECT jsonb_agg(e - 'excerpt' ORDER BY i)
+                  FROM jsonb_array_elements(t.signals) WITH ORDINALITY AS s(e, i)),
+       metadata = t.metadata - 'excerpt'""")
 STEPS = {"transcripts": EXPIRE_TRANSCRIPTS, "turns": EXPIRE_TURNS,
          "answers": EXPIRE_ANALYTICS_TEXT, "feedback": EXPIRE_FEEDBACK_TEXT,
          "corrections": EXPIRE_CORRECTION_TEXT, "excerpts": EXPIRE_EXCERPTS}
