@@ -70,6 +70,10 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
         from jobs.scheduler import scheduler_hook
 
         hooks.append(scheduler_hook)
+    if settings.metrics_enabled and settings.metrics_port:
+        from app.observability import metrics_port_hook
+
+        hooks.append(metrics_port_hook)
     app = create_app(settings, on_start=hooks)
     _serve_metrics_port(settings)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level,
@@ -109,6 +113,11 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> None:
     async def main() -> None:
         rt = await open_runtime(settings)
         scheduler = start_scheduler(rt)
+        stop_metrics = None
+        if settings.metrics_enabled and settings.metrics_port:
+            from app.observability import metrics_port_hook
+
+            stop_metrics = await metrics_port_hook(rt)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -116,6 +125,8 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> None:
         log.info("worker running jobs; Ctrl-C stops it")
         await stop.wait()
         scheduler.shutdown(wait=False)
+        if stop_metrics is not None:
+            await stop_metrics()
         await rt.close()
 
     asyncio.run(main())

@@ -3,9 +3,13 @@ pool. GET /metrics needs no key; it can be turned off or served on a port of its
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
+import asyncpg
 from litestar import Controller, Response, get
 from litestar.datastructures import State
 from litestar.plugins.prometheus import PrometheusConfig
@@ -23,6 +27,8 @@ from app.auth import runtime_of
 from knowledge.learning.metrics import queue_depth
 from knowledge.learning.review import STATUSES as QUEUE_STATUSES
 from knowledge.runtime import Runtime
+
+log = logging.getLogger(__name__)
 
 ANSWERS = Counter("learnkb_answers", "Answers given, by tier", ["tier"])
 QUEUE_ITEMS = Gauge("learnkb_queue_items", "Learning queue items, by status", ["status"])
@@ -79,6 +85,36 @@ RUNTIME = RuntimeCollector()
 REGISTRY.register(RUNTIME)
 
 
+async def refresh_queue_depth(rt: Runtime) -> None:
+    depth = await queue_depth(rt.pool)
+    # Every status, so one that empties shows 0 rather than its last count.
+    for status in QUEUE_STATUSES:
+        QUEUE_ITEMS.labels(status=status).set(depth.get(status, 0))
+
+
+async def metrics_port_hook(rt: Runtime) -> Callable[[], Awaitable[None]]:
+    """With Prometheus on a port of its own nothing here serves a scrape, so the queue depth
+    is refreshed in the background instead."""
+    RUNTIME.runtime = rt
+
+    async def refresh() -> None:
+        while True:
+            try:
+                await refresh_queue_depth(rt)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                log.warning("could not read the queue depth for Prometheus; trying again")
+            await asyncio.sleep(QUEUE_DEPTH_SECONDS)
+
+    task = asyncio.create_task(refresh(), name="prometheus-queue-depth")
+
+    async def stop() -> None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    return stop
+
+
 class MetricsController(Controller):
     path = "/metrics"
     tags = ("health",)
@@ -92,8 +128,5 @@ class MetricsController(Controller):
         now = time.monotonic()
         if now - MetricsController._read > QUEUE_DEPTH_SECONDS:
             MetricsController._read = now
-            depth = await queue_depth(rt.pool)
-            # Every status, so one that empties shows 0 rather than its last count.
-            for status in QUEUE_STATUSES:
-                QUEUE_ITEMS.labels(status=status).set(depth.get(status, 0))
+            await refresh_queue_depth(rt)
         return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)

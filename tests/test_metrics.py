@@ -3,17 +3,22 @@ raised by seeded situations (and not without them), Prometheus, and retention.""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from statistics import mean
 
 import httpx
 import numpy as np
+from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
+from app.factory import create_app
+from app.observability import metrics_port_hook
 from jobs.scheduler import run_job
 from knowledge.answering.turn_log import turn_log_of
 from knowledge.learning.alerts import MIN_ANSWERS
 from knowledge.runtime import Runtime
+from knowledge.settings import Settings
 from tests.conftest import ShopKeys, make_shop
 
 NOW = datetime.now(UTC)
@@ -249,3 +254,25 @@ async def test_retention_clears_old_raw_text_and_keeps_what_it_must(
     assert counted == 5
     # Again: nothing left to clear.
     assert "0 turns" in await run_job(runtime, "retention")
+
+
+async def test_prometheus_on_a_port_of_its_own(runtime: Runtime, settings: Settings,
+                                               shop: ShopKeys) -> None:
+    """With LEARNKB_METRICS_PORT the API serves no /metrics, and the queue depth is kept fresh
+    in the background (nothing on the API scrapes it)."""
+    own_port = create_app(settings.with_overrides(metrics_port=9464), runtime=runtime)
+    assert not any(r.path == "/metrics" for r in own_port.routes)
+    off = create_app(settings.with_overrides(metrics_enabled=False), runtime=runtime)
+    assert not any(r.path == "/metrics" for r in off.routes)
+    await runtime.pool.execute(
+        "INSERT INTO learning_queue (shop_id, source_type, kind, question) "
+        "VALUES ($1, 'manual', 'gap', 'a gap for the gauge')", shop.shop_id)
+    stop = await metrics_port_hook(runtime)
+    try:
+        await asyncio.sleep(0.2)
+        pending = REGISTRY.get_sample_value("learnkb_queue_items", {"status": "pending"})
+        expected = await runtime.pool.fetchval(
+            "SELECT count(*) FROM learning_queue WHERE status = 'pending'")
+        assert pending == expected and pending >= 1
+    finally:
+        await stop()
