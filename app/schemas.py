@@ -395,10 +395,12 @@ class MergeIn(Struct, forbid_unknown_fields=True):
 
 
 class BulkIn(Struct, forbid_unknown_fields=True):
-    action: Annotated[str, Meta(pattern="^(approve|reject|merge)$")]
+    action: Annotated[str, Meta(pattern="^(approve|reject|merge|out_of_scope)$")]
     ids: Annotated[list[UUID], Meta(min_length=1, max_length=500)]
     reason: Note | None = None
     into: UUID | None = None
+    # out_of_scope: what customers asking any of these are told instead.
+    redirect: Annotated[str, Meta(max_length=2_000)] | None = None
 
 
 class BulkResult(Struct):

@@ -323,3 +323,24 @@ def test_decisions_that_the_model_alone_would_not_make() -> None:
     example = Example(7, "do you sell cars?", "Try a dealer.", similarity=0.8)
     declined = decide(PRIOR, 0.25, entries, example, floor=0.3)
     assert declined.declined == example and not declined.in_scope
+
+
+async def test_many_gaps_are_marked_out_of_scope_at_once(client: httpx.AsyncClient,
+                                                         shop: ShopKeys) -> None:
+    await _load(client, shop)
+    await client.post(f"/v1/shops/{shop.slug}/calibration", headers=shop.owner)
+    for question in ("what is the capital of australia?", "do you sell car insurance?"):
+        said = (await client.post("/v1/answer", headers=shop.bot,
+                                  json={"question": question})).json()
+        assert said["tier"] == "fallback", said
+    gaps = (await client.get("/v1/queue", headers=shop.owner,
+                             params={"kind": "gap", "status": "pending"})).json()["items"]
+    assert len(gaps) == 2
+    done = await client.post("/v1/queue/bulk", headers=shop.owner, json={
+        "action": "out_of_scope", "ids": [g["id"] for g in gaps],
+        "redirect": "We only do bicycles."})
+    assert done.status_code == 200 and all(r["ok"] for r in done.json()), done.text
+    assert (await client.get("/v1/out-of-scope", headers=shop.owner)).json()["total"] == 2
+    said = (await client.post("/v1/answer", headers=shop.bot, json={
+        "question": "which city is the capital of australia?", "learn": False})).json()
+    assert said["tier"] == "decline" and "We only do bicycles." in said["answer"], said

@@ -128,7 +128,8 @@ class QueueController(Controller):
                           r.duplicate_up_to) for r in results])
 
     @post("/bulk", status_code=200,
-          summary="Approve, reject (with a reason) or merge (into one item) many items")
+          summary="Approve, reject (with a reason), merge (into one item) or mark out of scope "
+                  "(with a redirect) many items")
     async def bulk(self, state: State, principal: Caller, data: JSONBody[BulkIn],
                    shop: ShopParam = None) -> list[BulkResult]:
         rt = runtime_of(state)
@@ -143,6 +144,9 @@ class QueueController(Controller):
                 elif data.action == "reject":
                     item = await review.reject(rt, shop_id, item_id, principal,
                                                data.reason or "")
+                elif data.action == "out_of_scope":
+                    item, _ = await out_of_scope.mark_item(rt, shop_id, item_id, principal,
+                                                           data.redirect, data.reason)
                 else:
                     assert data.into is not None
                     item = await review.merge(rt, shop_id, item_id, data.into, principal)
