@@ -67,12 +67,14 @@ _NOT_KNOWN = re.compile(
     r"\b(?:(?:i|we) (?:honestly |really |just )?(?:don'?t|do not) know|not sure|no idea|"
     r"can'?t say|couldn'?t (?:tell|say)|doesn'?t (?:give|show|say)|not (?:really )?my area|"
     r"(?:i'?ll|we'?ll|let me) (?:have to )?(?:find out|ask|check (?:and|with))|"
-    r"call you back|get back to you)\b", re.IGNORECASE)
+    r"call you back|get back to you|can'?t tell|hard to say|(?:i think )?we'?ve lost you|"
+    r"(?:you'?re|you are) breaking up|lost (?:the|your) (?:line|connection))\b", re.IGNORECASE)
 # Asking the shop to do something is a request, not a question about the shop.
 _REQUEST = re.compile(
     r"^(?:\w+,?\s+)*?(?:can|could|would|will)\s+(?:you|i|we)\s+(?:please\s+)?"
     r"(?:reserve|book|put|hold|send|email|e-mail|text|call|ring|transfer|cancel|wrap|"
-    r"set aside|keep|order|speak|talk)\b", re.IGNORECASE)
+    r"set aside|keep|order|speak|talk|sign (?:me|us) up|save (?:me|us)|deliver it|"
+    r"drop it|bring it)\b", re.IGNORECASE)
 # Small talk and rhetoric: asked, but not for anything the shop knows.
 _SMALL_TALK = re.compile(
     r"\b(?:how are you|how'?s it going|how do you do|isn'?t it|aren'?t you|is anyone there|"

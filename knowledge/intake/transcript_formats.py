@@ -23,10 +23,14 @@ MAX_SECONDS = 86_400
 # What speech-to-text services and call centres call each side.
 _ROLE_WORDS = {
     "customer": ("customer", "caller", "client", "user", "buyer", "guest", "visitor"),
-    "agent": ("agent", "staff", "support", "rep", "representative", "operator", "assistant",
-              "employee", "advisor", "adviser", "shop", "store", "seller", "clerk"),
+    "agent": ("agent", "staff", "support", "rep", "representative", "operator",
+              "shop assistant", "sales assistant", "store assistant", "employee", "advisor",
+              "adviser", "shop", "store", "seller", "clerk"),
     "owner": ("owner", "manager", "founder"),
-    "bot": ("bot", "ivr", "ai", "virtual assistant", "chatbot", "automated", "system"),
+    # A speaker a speech-to-text service calls just "Assistant" is, in shop calls, the voice
+    # assistant; people are "shop assistant", "sales assistant" or named.
+    "bot": ("bot", "ivr", "ai", "virtual assistant", "voice assistant", "chatbot", "automated",
+            "system", "assistant"),
 }
 _LABEL = re.compile(r"^\s*(?:\[(?P<bracket>[^\]\n]{1,40})\]|(?P<plain>[A-Za-z][\w .'-]{0,39}?))"
                     r"\s*:\s+(?P<text>.*)$")
@@ -48,7 +52,10 @@ class SpokenTurn:
 
 def role_of(speaker: str) -> str:
     name = speaker.strip().lower()
-    # "Bot" before "assistant": a "virtual assistant" is the bot, an "assistant" staff.
+    # Staff titles that contain "assistant" first, then the bot, then the rest.
+    for word in ("shop assistant", "sales assistant", "store assistant"):
+        if word in name:
+            return "agent"
     for role in ("bot", "owner", "customer", "agent"):
         for word in _ROLE_WORDS[role]:
             if name == word or re.search(rf"\b{re.escape(word)}\b", name):
