@@ -31,7 +31,7 @@ from app.schemas import (
 from knowledge.access import Action, Principal, Role
 from knowledge.errors import Invalid, LearnkbError
 from knowledge.learning import out_of_scope, review
-from knowledge.learning.queue import compare_questions
+from knowledge.learning.dedup import compare_questions
 from knowledge.store import audit
 
 
