@@ -18,6 +18,11 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--answers", type=Path, help="CSV label,answer (default: one answer "
                         "text made from each label)")
     parser.add_argument("--oos-label", help="the label of out-of-scope questions, if any")
+    add_instance_options(parser)
+
+
+def add_instance_options(parser: argparse.ArgumentParser) -> None:
+    """Where the report goes, and the instance the evaluation starts (or uses)."""
     parser.add_argument("--out", type=Path, default=Path("eval-out"),
                         help="where the JSON report, the PNG plot and the server's log "
                         "(server.log) go")

@@ -22,7 +22,7 @@ from typing import Any
 from rapidfuzz import fuzz, utils
 
 from evaluation.client import Api, ServiceError, ShopKeys, create_shop, each
-from evaluation.common import instance_and_api
+from evaluation.common import add_instance_options, instance_and_api
 from evaluation.datasets import DatasetError
 from evaluation.report import figure, save, table, write_json, write_jsonl
 
@@ -40,14 +40,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("calls", type=Path, metavar="FILE.jsonl", help="one call a line: "
                    '{"id", "format": text|json|vtt|srt, "transcript", '
                    '"pairs": [{"question", "answer"}]}')
-    p.add_argument("--out", type=Path, default=Path("eval-out"),
-                   help="where the JSON report, the printed table, the plot and the server's "
-                   "log (server.log) go")
-    p.add_argument("--concurrency", type=int, default=8)
-    p.add_argument("--data-dir", help="the instance's data directory (default: a fresh "
-                   "temporary one, removed afterwards)")
-    p.add_argument("--database-url", help="an empty PostgreSQL with pgvector to use instead "
-                   "of an embedded one")
+    add_instance_options(p)
 
 
 @dataclass(frozen=True, slots=True)

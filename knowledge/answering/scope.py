@@ -93,7 +93,6 @@ ON CONFLICT (shop_id) DO UPDATE SET model = EXCLUDED.model, stamp = EXCLUDED.sta
 RETURNING computed_at
 """
 SHOPS_TO_CALIBRATE = "SELECT id FROM shops ORDER BY id"
-SELECT_STAMP = "SELECT stamp FROM scope_calibrations WHERE shop_id = $1"
 # Only vectors of the loaded model compare (the reembed job brings the rest over).
 NEAREST_EXAMPLE = """
 SELECT id, question, redirect, 1 - (embedding <=> $2) AS similarity
@@ -115,6 +114,7 @@ class Calibration:
     model: ScopeModel
     stamp: str
     computed_at: Any
+    refitted: bool = False        # fitted by this call, not read back
 
     def as_dict(self, strictness: float) -> dict[str, Any]:
         return {"shop_id": self.shop_id, "strictness": strictness,
@@ -286,7 +286,7 @@ async def _calibrate(rt: Runtime, conn: Queryable, shop_id: int, force: bool) ->
     computed_at = await conn.fetchval(UPSERT_CALIBRATION, shop_id, model.to_json(), stamp)
     cache_of(rt).forget(shop_id)
     log.info("calibrated shop %s: %s", shop_id, model.counts)
-    return Calibration(shop_id, model, stamp, computed_at)
+    return Calibration(shop_id, model, stamp, computed_at, refitted=True)
 
 
 async def calibrate_all(rt: Runtime) -> tuple[int, int]:
@@ -297,12 +297,8 @@ async def calibrate_all(rt: Runtime) -> tuple[int, int]:
     refitted = 0
     for shop_id in shops:
         try:
-            async with rt.pool.acquire() as conn:
-                stamp = str(await conn.fetchval(STAMP, shop_id))
-                known = await conn.fetchval(SELECT_STAMP, shop_id)
-            if stamp != known:
-                await calibrate(rt, shop_id)
-                refitted += 1
+            # calibrate compares the shop's stamp itself and refits only what changed.
+            refitted += (await calibrate(rt, shop_id)).refitted
         except (asyncpg.PostgresError, ValueError, np.linalg.LinAlgError):
             log.exception("calibrating shop %s failed; it is tried again next time", shop_id)
     return refitted, len(shops)

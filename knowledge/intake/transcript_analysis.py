@@ -224,10 +224,11 @@ def extract_pairs(turns: list[SpokenTurn]) -> tuple[list[Pair], list[str], list[
     pairs: list[Pair] = []
     unanswered: list[str] = []
     bot_answered: list[str] = []
+    # Each turn read once: every question looks ahead over the turns after it.
+    asked_in = [questions_in(t.text) if t.role == "customer" else [] for t in turns]
+    said_in = [substantive(t.text) if t.role in SHOP_SIDE else "" for t in turns]
     for i, turn in enumerate(turns):
-        if turn.role != "customer":
-            continue
-        asked = questions_in(turn.text)
+        asked = asked_in[i]
         if not asked:
             continue
         answer_parts: list[str] = []
@@ -236,13 +237,13 @@ def extract_pairs(turns: list[SpokenTurn]) -> tuple[list[Pair], list[str], list[
         for j in range(i + 1, len(turns)):
             nxt = turns[j]
             if nxt.role == "customer":
-                if questions_in(nxt.text) or answer_parts:
+                if asked_in[j] or answer_parts:
                     break  # a new question, or the customer reacting to the answer
                 continue  # "ok", "sure": the customer waits for the answer
             if nxt.role not in SHOP_SIDE:
                 bot_spoke = bot_spoke or nxt.role == "bot"
                 continue  # the bot or an unknown voice: never taken as the shop's answer
-            said = substantive(nxt.text)
+            said = said_in[j]
             if len(said.split()) < MIN_ANSWER_WORDS:
                 continue  # holding, greeting, or asking back: the answer is still to come
             answer_parts.append(said)
