@@ -29,6 +29,7 @@ from app.controllers.shops import ShopController
 from app.controllers.transcripts import TranscriptController
 from app.controllers.users import UserController
 from app.observability import RUNTIME, prometheus_config
+from app.pages import pages_router, template_config
 from app.observability import MetricsController as PrometheusMetrics
 from app.problems import EXCEPTION_HANDLERS
 from knowledge.runtime import Runtime, open_runtime
@@ -68,7 +69,8 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None,
         document_controller(settings.max_document_bytes), ShopController, KeyController,
         LearningController, QueueController, AuditController, ExportController,
         CalibrationController, OutOfScopeController, TranscriptController,
-        ConversationController, UserController, FiguresController]
+        ConversationController, UserController, FiguresController,
+        *pages_router(settings)]
     middleware: list[Any] = []
     if settings.metrics_enabled:
         middleware.append(prometheus_config().middleware)
@@ -79,6 +81,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None,
         middleware=middleware,
         dependencies={"principal": Provide(provide_principal)},
         exception_handlers=EXCEPTION_HANDLERS,
+        template_config=template_config(),
         lifespan=[lifespan],
         state=State({"settings": settings}),
         request_max_body_size=settings.max_request_bytes,

@@ -67,6 +67,12 @@ class Settings:
     # How often logged turns get their question vectors (and low-confidence ones a gap).
     embed_turns_interval_seconds: int = 5
 
+    # Review pages (/admin): a signed-in session lasts at most this long, and ends sooner
+    # when idle; its cookie is marked Secure when served over TLS or when this is true.
+    session_hours: float = 8.0
+    session_idle_minutes: float = 60.0
+    secure_cookies: bool = False
+
     # Limits on what callers may send.
     max_question_chars: int = 2_000
     max_answer_chars: int = 20_000

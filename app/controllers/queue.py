@@ -52,6 +52,7 @@ class QueueController(Controller):
             status: Annotated[str | None, QueryParameter(max_length=20)] = None,
             source: Annotated[str | None, QueryParameter(max_length=20)] = None,
             kind: Annotated[str | None, QueryParameter(max_length=20)] = None,
+            priority: Annotated[str | None, QueryParameter(max_length=20)] = None,
             conflict: FromQuery[bool | None] = None, since: FromQuery[datetime | None] = None,
             until: FromQuery[datetime | None] = None,
             sort: Annotated[str, QueryParameter(max_length=20)] = "priority",
@@ -61,7 +62,8 @@ class QueueController(Controller):
         views, total = await review.list_items(
             runtime_of(state).pool, shop_id,
             review.QueueFilter(status=status, source_type=source, kind=kind, conflict=conflict,
-                               since=since, until=until, sort=sort), limit, offset)
+                               since=since, until=until, sort=sort, priority=priority),
+            limit, offset)
         return QueuePage([QueueItemOut.of(v.item, v.nearest, v.conflict) for v in views],
                          total, limit, offset)
 
@@ -163,10 +165,11 @@ class AuditController(Controller):
     @get("/", summary="The audit trail of a shop's queue and knowledge, newest first")
     async def list_audit(self, state: State, principal: Caller, shop: ShopParam = None,
                          subject_id: FromQuery[UUID | None] = None,
+                         action: Annotated[str | None, QueryParameter(max_length=50)] = None,
                          limit: Annotated[int, QueryParameter(ge=1, le=500)] = 100,
                          offset: Offset = 0) -> list[AuditOut]:
         target = await resolve_shop(state, principal, Action.REVIEW, shop)
         records = await audit.list_records(runtime_of(state).pool, target.id, subject_id,
-                                           limit, offset)
+                                           limit, offset, action=action)
         return [AuditOut(r.id, r.actor, r.action, r.subject_type, r.subject_id, r.before,
                          r.after, r.created_at) for r in records]

@@ -154,8 +154,43 @@ def _source_json(c: Candidate) -> dict[str, Any]:
             "score": round(c.score, 6), "similarity": c.similarity}
 
 
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    """What the bot would answer, with every candidate retrieval ranked and the turn to log."""
+
+    answer: Answer
+    candidates: list[Candidate]
+    turn: Turn
+    redacted: dict[str, int]
+
+
 async def answer_question(rt: Runtime, shop: Shop, q: Question) -> Answer:
     """Answer one question for a shop and log the turn."""
+    evaluation = await evaluate(rt, shop, q)
+    answer, turn = evaluation.answer, evaluation.turn
+    if not (q.learn and answer.tier in {"fallback", "handover"}):
+        # The bot gets its answer now; the turn is written right after (turn_log.py).
+        await turn_log_of(rt).add(turn)
+        return answer
+    async with rt.pool.acquire() as conn, conn.transaction():
+        # The gap's queue item points at its turn: both commit together.
+        await write_turns(conn, [turn], durable=True)
+        # A question nothing answered is a knowledge gap; asked again and again in one
+        # conversation, it is handed over. Either way the owner is asked for an answer, and
+        # repeats of it gather into one item.
+        await submit(rt, shop, ItemDraft(
+            kind="gap", source_type="gap" if answer.tier == "fallback" else "handover",
+            question=turn.question[:rt.settings.max_question_chars], source_id=turn.id,
+            priority="high" if answer.tier == "handover" else "normal",
+            metadata={"conversation_id": answer.conversation_id, "repeats": answer.repeats,
+                      "redacted": evaluation.redacted}), SYSTEM, conn=conn,
+            vector=turn.vector)
+    return answer
+
+
+async def evaluate(rt: Runtime, shop: Shop, q: Question) -> Evaluation:
+    """Everything the bot does to answer, short of logging the turn: the review pages ask it
+    to show what the bot would say."""
     started = time.perf_counter()
     text = q.text.strip()
     if not text:
@@ -219,20 +254,4 @@ async def answer_question(rt: Runtime, shop: Shop, q: Question) -> Answer:
     answer = Answer(turn_id=turn_id, conversation_id=conversation_id, tier=tier,
                     confidence=confidence, text=reply, sources=sources, options=options,
                     repeats=repeats, timings=timings, scope=explained)
-    if not (q.learn and tier in {"fallback", "handover"}):
-        # The bot gets its answer now; the turn is written right after (turn_log.py).
-        await turn_log_of(rt).add(turn)
-        return answer
-    async with rt.pool.acquire() as conn, conn.transaction():
-        # The gap's queue item points at its turn: both commit together.
-        await write_turns(conn, [turn], durable=True)
-        # A question nothing answered is a knowledge gap; asked again and again in one
-        # conversation, it is handed over. Either way the owner is asked for an answer, and
-        # repeats of it gather into one item.
-        await submit(rt, shop, ItemDraft(
-            kind="gap", source_type="gap" if tier == "fallback" else "handover",
-            question=stored.text[:rt.settings.max_question_chars], source_id=turn_id,
-            priority="high" if tier == "handover" else "normal",
-            metadata={"conversation_id": conversation_id, "repeats": repeats,
-                      "redacted": stored.counts}), SYSTEM, conn=conn, vector=vector)
-    return answer
+    return Evaluation(answer, result.candidates, turn, stored.counts)

@@ -27,10 +27,13 @@ SORTS = {
     "age": "created_at",
     "newest": "created_at DESC",
     "confidence": "confidence_score DESC, created_at",
+    # Closest to existing knowledge first: the likeliest duplicates and conflicts.
+    "similarity": "nearest_similarity DESC NULLS LAST, created_at",
 }
 # Ties broken by id, so that pages of one listing neither repeat nor skip an item.
 ORDER_BY = {name: f"{order}, q.id" for name, order in SORTS.items()}
 STATUSES = ("pending", "approved", "rejected", "applied", "merged")
+PRIORITIES = ("urgent", "high", "normal", "low")
 MAX_NOTE = 1_000
 
 # The queue's filters, shared by the list and its count.
@@ -42,6 +45,7 @@ WHERE ($1::integer IS NULL OR shop_id = $1)
   AND ($5::boolean IS NULL OR (conflict_entry_id IS NOT NULL) = $5)
   AND ($6::timestamptz IS NULL OR created_at >= $6)
   AND ($7::timestamptz IS NULL OR created_at < $7)
+  AND ($8::text IS NULL OR priority = $8)
 """
 # One constant per sort order: ORDER BY cannot take a parameter. The page is chosen (and the
 # filtered rows counted) on narrow rows first: a window count over the whole wide rows (signals,
@@ -51,7 +55,7 @@ WITH page AS (
     SELECT q.id, count(*) OVER () AS total FROM learning_queue AS q
     {_FILTERS}
     ORDER BY {{order}}
-    LIMIT $8 OFFSET $9
+    LIMIT $9 OFFSET $10
 )
 SELECT {columns_of("q")}, page.total
 FROM page JOIN learning_queue AS q ON q.id = page.id
@@ -116,6 +120,7 @@ class QueueFilter:
     since: datetime | None = None
     until: datetime | None = None
     sort: str = "priority"
+    priority: str | None = None
 
 
 async def list_items(conn: Queryable, shop_id: int | None, f: QueueFilter, limit: int = 50,
@@ -124,14 +129,16 @@ async def list_items(conn: Queryable, shop_id: int | None, f: QueueFilter, limit
         raise Invalid(f"sort is one of {', '.join(SORTS)}", field="sort")
     if f.status is not None and f.status not in STATUSES:
         raise Invalid(f"status is one of {', '.join(STATUSES)}", field="status")
+    if f.priority is not None and f.priority not in PRIORITIES:
+        raise Invalid(f"priority is one of {', '.join(PRIORITIES)}", field="priority")
     rows = await conn.fetch(LIST_BY_SORT[f.sort], shop_id, f.status, f.source_type, f.kind,
-                            f.conflict, f.since, f.until, limit, offset)
+                            f.conflict, f.since, f.until, f.priority, limit, offset)
     items = [item_from_row(r) for r in rows]
     if rows:
         total = int(rows[0]["total"])
     else:  # past the last page the window count is not there to read
         total = int(await conn.fetchval(COUNT_FILTERED, shop_id, f.status, f.source_type,
-                                        f.kind, f.conflict, f.since, f.until))
+                                        f.kind, f.conflict, f.since, f.until, f.priority))
     return await with_knowledge(conn, items), total
 
 

@@ -26,8 +26,13 @@ SELECT_AUDIT = """
 SELECT id, shop_id, actor, action, subject_type, subject_id, before, after, created_at
 FROM learning_audit_log
 WHERE shop_id = $1 AND ($2::uuid IS NULL OR subject_id = $2)
+  AND ($5::text IS NULL OR action = $5)
 ORDER BY id DESC
 LIMIT $3 OFFSET $4
+"""
+# The kinds of change a shop's trail holds, for filtering it.
+SELECT_ACTIONS = """
+SELECT DISTINCT action FROM learning_audit_log WHERE shop_id = $1 ORDER BY action
 """
 
 
@@ -66,6 +71,10 @@ async def record_many(conn: Queryable, *, shop_id: int | None, actor: Principal,
 
 async def list_records(conn: Queryable, shop_id: int,
                        subject_id: UUID | None = None, limit: int = 100,
-                       offset: int = 0) -> list[AuditRecord]:
-    rows = await conn.fetch(SELECT_AUDIT, shop_id, subject_id, limit, offset)
+                       offset: int = 0, *, action: str | None = None) -> list[AuditRecord]:
+    rows = await conn.fetch(SELECT_AUDIT, shop_id, subject_id, limit, offset, action)
     return [AuditRecord(**dict(r)) for r in rows]
+
+
+async def actions_of(conn: Queryable, shop_id: int) -> list[str]:
+    return [r["action"] for r in await conn.fetch(SELECT_ACTIONS, shop_id)]

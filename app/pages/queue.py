@@ -1,0 +1,209 @@
+"""The queue pages: filter and page through items, review each in place or many at once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
+from uuid import UUID
+
+from litestar import Controller, Request, get, post
+from litestar.datastructures import State
+from litestar.params import FromPath
+from litestar.response import Redirect, Template
+
+from app.auth import runtime_of
+from app.pages.diff import Piece, word_diff
+from app.pages.web import MAX_IDS, Page, PageOf, back_to, is_htmx, render, text_field
+from knowledge.errors import Invalid, LearnkbError
+from knowledge.learning import out_of_scope, review
+from knowledge.learning.queue import KINDS, SOURCES, QueueItem
+from knowledge.learning.review import PRIORITIES, SORTS, STATUSES, ReviewView
+
+PAGE_SIZE = 25
+MAX_OFFSET = 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class ItemView:
+    """An item as the page shows it: beside the knowledge it is nearest to or contradicts,
+    with the words that differ."""
+
+    item: QueueItem
+    known: dict[str, Any] | None
+    conflict: bool
+    diff: list[Piece]
+
+
+def item_view(view: ReviewView) -> ItemView:
+    known = view.conflict or view.nearest
+    proposed = view.item.proposed_content or ""
+    diff = word_diff(known["answer"], proposed) if known and proposed else \
+        [Piece("same", proposed)] if proposed else \
+        [Piece("same", known["answer"])] if known else []
+    return ItemView(view.item, known, view.conflict is not None, diff)
+
+
+def _choice(value: str | None, allowed: tuple[str, ...] | list[str], name: str) -> str | None:
+    if not value:
+        return None
+    if value not in allowed:
+        raise Invalid(f"{name} is one of {', '.join(allowed)}", field=name)
+    return value
+
+
+async def _one(state: State, page: Page, item_id: UUID) -> ItemView:
+    pool = runtime_of(state).pool
+    item = await review.get_any(pool, page.shop.id if page.shop else None, item_id)
+    return item_view((await review.with_knowledge(pool, [item]))[0])
+
+
+def _shop_id(page: Page) -> int | None:
+    return page.shop.id if page.shop else None
+
+
+class QueuePages(Controller):
+    path = "/admin/queue"
+    include_in_schema = False
+
+    @get("/")
+    async def queue(self, state: State, page: PageOf, status: str | None = "pending",
+                    kind: str | None = None, source: str | None = None,
+                    priority: str | None = None, sort: str = "priority",
+                    conflict: bool | None = None, offset: int = 0) -> Template:
+        f = review.QueueFilter(status=_choice(status, STATUSES, "status"),
+                               kind=_choice(kind, KINDS, "kind"),
+                               source_type=_choice(source, SOURCES, "source"),
+                               priority=_choice(priority, PRIORITIES, "priority"),
+                               sort=_choice(sort, list(SORTS), "sort") or "priority",
+                               conflict=True if conflict else None)
+        if not 0 <= offset <= MAX_OFFSET:
+            raise Invalid(f"offset is 0 to {MAX_OFFSET}", field="offset", limit=MAX_OFFSET)
+        views, total = await review.list_items(runtime_of(state).pool, _shop_id(page), f,
+                                               PAGE_SIZE, offset)
+        chosen = {"status": f.status, "kind": f.kind, "source": f.source_type,
+                  "priority": f.priority, "sort": f.sort, "conflict": f.conflict}
+        # An empty status is "any": kept in the links, or they would fall back to pending.
+        query = {"status": f.status or "", **{k: ("true" if v is True else v)
+                                              for k, v in chosen.items() if v}}
+
+        def at(o: int) -> str:
+            return "/admin/queue?" + urlencode({**query, "offset": o})
+
+        return render(page, "queue.html", views=[item_view(v) for v in views], total=total,
+                      offset=offset, chosen=chosen, sorts=list(SORTS),
+                      filters=[("status", "Status", STATUSES), ("kind", "Kind", KINDS),
+                               ("source", "Source", SOURCES),
+                               ("priority", "Priority", PRIORITIES)],
+                      prev_url=at(max(0, offset - PAGE_SIZE)) if offset else None,
+                      next_url=at(offset + PAGE_SIZE) if offset + PAGE_SIZE < total else None)
+
+    @get("/{item_id:uuid}")
+    async def item(self, state: State, page: PageOf, item_id: FromPath[UUID]) -> Template:
+        return render(page, "item.html", view=await _one(state, page, item_id))
+
+    async def _done(self, request: Request[Any, Any, Any], state: State, page: PageOf,
+                    item_id: UUID) -> Template | Redirect:
+        """After an action: the item again, in place (htmx), or back to the page."""
+        if not is_htmx(request):
+            return back_to(request, "/admin/queue")
+        return render(page, "_item.html", view=await _one(state, page, item_id))
+
+    @post("/{item_id:uuid}/approve", status_code=200)
+    async def approve(self, request: Request[Any, Any, Any], state: State, page: PageOf,
+                      item_id: FromPath[UUID]) -> Template | Redirect:
+        await review.approve(runtime_of(state), _shop_id(page), item_id, page.session.principal)
+        return await self._done(request, state, page, item_id)
+
+    @post("/{item_id:uuid}/edit", status_code=200)
+    async def edit(self, request: Request[Any, Any, Any], state: State, page: PageOf,
+                   item_id: FromPath[UUID]) -> Template | Redirect:
+        """Edit, then approve; for a gap, its first answer."""
+        form = await request.form()
+        rt = runtime_of(state)
+        item = await review.get_any(rt.pool, _shop_id(page), item_id)
+        answer = text_field(form, "answer", required=True, limit=rt.settings.max_answer_chars)
+        question = text_field(form, "question", limit=rt.settings.max_question_chars)
+        await review.approve(rt, _shop_id(page), item_id, page.session.principal,
+                             answer=answer if answer != item.proposed_content else None,
+                             question=question if question != item.question else None)
+        return await self._done(request, state, page, item_id)
+
+    @post("/{item_id:uuid}/reject", status_code=200)
+    async def reject(self, request: Request[Any, Any, Any], state: State, page: PageOf,
+                     item_id: FromPath[UUID]) -> Template | Redirect:
+        reason = text_field(await request.form(), "reason", required=True,
+                            limit=review.MAX_NOTE)
+        await review.reject(runtime_of(state), _shop_id(page), item_id, page.session.principal,
+                            reason or "")
+        return await self._done(request, state, page, item_id)
+
+    @post("/{item_id:uuid}/merge", status_code=200)
+    async def merge(self, request: Request[Any, Any, Any], state: State, page: PageOf,
+                    item_id: FromPath[UUID]) -> Template | Redirect:
+        into = _item_id(text_field(await request.form(), "into", required=True, limit=36))
+        await review.merge(runtime_of(state), _shop_id(page), item_id, into,
+                           page.session.principal)
+        return await self._done(request, state, page, item_id)
+
+    @post("/{item_id:uuid}/out-of-scope", status_code=200)
+    async def out_of_scope(self, request: Request[Any, Any, Any], state: State, page: PageOf,
+                           item_id: FromPath[UUID]) -> Template | Redirect:
+        redirect = text_field(await request.form(), "redirect", limit=review.MAX_NOTE)
+        await out_of_scope.mark_item(runtime_of(state), _shop_id(page), item_id,
+                                     page.session.principal, redirect, None)
+        return await self._done(request, state, page, item_id)
+
+    @post("/bulk", status_code=200)
+    async def bulk(self, request: Request[Any, Any, Any], state: State,
+                   page: PageOf) -> Template | Redirect:
+        """One action on every selected item; each item's outcome is reported, and with htmx
+        every changed item is redrawn in place."""
+        form = await request.form()
+        rt = runtime_of(state)
+        action = _choice(text_field(form, "action", required=True, limit=20),
+                         ("approve", "reject", "out_of_scope", "merge"), "action")
+        ids = list(dict.fromkeys(_item_id(v) for v in form.getall("ids", [])))
+        if not ids:
+            raise Invalid("select at least one item", field="ids")
+        if len(ids) > MAX_IDS:
+            raise Invalid(f"at most {MAX_IDS} items at once", field="ids", limit=MAX_IDS)
+        reason = text_field(form, "reason", limit=review.MAX_NOTE)
+        into_text = text_field(form, "into", limit=36)
+        into = _item_id(into_text) if action == "merge" and into_text else None
+        if action == "reject" and not reason:
+            raise Invalid("a rejection needs a reason", field="reason")
+        if action == "merge" and into is None:
+            raise Invalid("a merge names the item to merge into", field="into")
+        done, failed = [], []
+        actor, shop_id = page.session.principal, _shop_id(page)
+        for item_id in ids:
+            try:
+                if action == "approve":
+                    await review.approve(rt, shop_id, item_id, actor)
+                elif action == "reject":
+                    await review.reject(rt, shop_id, item_id, actor, reason or "")
+                elif action == "out_of_scope":
+                    await out_of_scope.mark_item(rt, shop_id, item_id, actor, reason, None)
+                else:
+                    assert into is not None
+                    await review.merge(rt, shop_id, item_id, into, actor)
+                done.append(item_id)
+            except LearnkbError as exc:
+                failed.append(f"{item_id}: {exc.detail}")
+        if not is_htmx(request):
+            return back_to(request, "/admin/queue")
+        items = await review.with_knowledge(rt.pool, [
+            await review.get_any(rt.pool, shop_id, i) for i in done + ([into] if into else [])])
+        message = f"{len(done)} item{'' if len(done) == 1 else 's'} done" + (
+            f"; {len(failed)} not: " + "; ".join(failed) if failed else ".")
+        return render(page, "_bulk_done.html", views=[item_view(v) for v in items],
+                      message=message, level="error" if failed else "ok")
+
+
+def _item_id(value: object) -> UUID:
+    try:
+        return UUID(str(value))
+    except ValueError as exc:
+        raise Invalid(f"{str(value)[:40]!r} is not an item id", field="ids") from exc
+

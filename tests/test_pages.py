@@ -1,0 +1,254 @@
+"""The review pages over real HTTP without a browser: sign-in, sessions, CSRF, walls between
+shops, headers, and every page rendering what the shop holds. The browser tests
+(test_pages_browser.py) drive the same pages through Chromium."""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+import httpx
+import pytest
+
+from knowledge.runtime import Runtime
+from knowledge.store import keys
+from tests.conftest import ShopKeys, make_shop
+
+CSRF = re.compile(r'name="_csrf" value="([^"]+)"')
+
+
+async def sign_in(client: httpx.AsyncClient, secret: str) -> tuple[httpx.AsyncClient, str]:
+    """A browser-like client signed in with `secret`, and its session's CSRF token."""
+    browser = httpx.AsyncClient(base_url=client.base_url, timeout=60)
+    form = await browser.get("/admin/sign-in")
+    token = CSRF.search(form.text)
+    assert token, form.text
+    r = await browser.post("/admin/sign-in", data={"_csrf": token.group(1), "key": secret})
+    assert r.status_code == 303, r.text
+    page = await browser.get("/admin/queue")
+    assert page.status_code == 200, page.text
+    found = CSRF.search(page.text)
+    assert found
+    return browser, found.group(1)
+
+
+def secret_of(headers: dict[str, str]) -> str:
+    return headers["Authorization"].removeprefix("Bearer ")
+
+
+async def suggest(client: httpx.AsyncClient, shop: ShopKeys, question: str,
+                  answer: str) -> str:
+    r = await client.post("/v1/knowledge/suggestions", headers=shop.owner, json={
+        "question": question, "answer": answer, "confidence": 40})
+    assert r.status_code in {200, 201}, r.text
+    item_id: str = r.json()["item"]["id"]
+    return item_id
+
+
+async def test_sign_in_sets_a_strict_http_only_session_and_sign_out_ends_it(
+        client: httpx.AsyncClient, shop: ShopKeys) -> None:
+    browser = httpx.AsyncClient(base_url=client.base_url, timeout=60)
+    form = await browser.get("/admin/sign-in")
+    assert "learnkb_sign_in" in form.headers["set-cookie"]
+    token = CSRF.search(form.text)
+    assert token
+    r = await browser.post("/admin/sign-in", data={
+        "_csrf": token.group(1), "key": secret_of(shop.owner), "next": "/admin/dashboard"})
+    assert r.status_code == 303 and r.headers["location"] == "/admin/dashboard"
+    cookie = next(c for c in r.headers.get_list("set-cookie")
+                  if c.startswith("learnkb_session="))
+    assert "HttpOnly" in cookie and "samesite=strict" in cookie.lower() and "Path=/admin" in cookie
+    assert "Secure" not in cookie  # plain http on loopback; https gets Secure
+    page = await browser.get("/admin/queue")
+    assert page.status_code == 200
+    csrf = CSRF.search(page.text)
+    assert csrf
+    out = await browser.post("/admin/sign-out", data={"_csrf": csrf.group(1)})
+    assert out.status_code == 303
+    after = await browser.get("/admin/queue")
+    assert after.status_code == 303
+    assert after.headers["location"].startswith("/admin/sign-in?next=")
+    await browser.aclose()
+
+
+async def test_sign_in_refuses_bad_keys_bot_keys_and_forged_forms(
+        client: httpx.AsyncClient, shop: ShopKeys) -> None:
+    browser = httpx.AsyncClient(base_url=client.base_url, timeout=60)
+    token = CSRF.search((await browser.get("/admin/sign-in")).text)
+    assert token
+    wrong = await browser.post("/admin/sign-in", data={"_csrf": token.group(1),
+                                                       "key": "lkb_not-a-key"})
+    assert wrong.status_code == 401 and "not valid" in wrong.text
+    token = CSRF.search(wrong.text)
+    assert token
+    bot = await browser.post("/admin/sign-in", data={"_csrf": token.group(1),
+                                                     "key": secret_of(shop.bot)})
+    assert bot.status_code == 403 and "bot key" in bot.text
+    # A form posted from elsewhere has no matching sign-in cookie.
+    forged = await httpx.AsyncClient(base_url=client.base_url).post(
+        "/admin/sign-in", data={"_csrf": "x", "key": secret_of(shop.owner)})
+    assert forged.status_code == 403
+    # Never a redirect off the site after sign-in.
+    token = CSRF.search(bot.text)
+    assert token
+    offsite = await browser.post("/admin/sign-in", data={
+        "_csrf": token.group(1), "key": secret_of(shop.owner), "next": "//evil.example/"})
+    assert offsite.headers["location"] == "/admin/queue"
+    await browser.aclose()
+
+
+async def test_forms_without_their_csrf_token_are_refused(
+        client: httpx.AsyncClient, shop: ShopKeys) -> None:
+    item = await suggest(client, shop, "Do you gift wrap?", "Yes, for two euros.")
+    browser, csrf = await sign_in(client, secret_of(shop.owner))
+    for data in ({}, {"_csrf": "wrong"}):
+        r = await browser.post(f"/admin/queue/{item}/approve", data=data)
+        assert r.status_code == 403 and "CSRF" in r.text
+    still = await client.get(f"/v1/queue/{item}", headers=shop.owner)
+    assert still.json()["status"] == "pending"
+    ok = await browser.post(f"/admin/queue/{item}/approve", data={"_csrf": csrf},
+                            headers={"HX-Request": "true"})
+    assert ok.status_code == 200 and "approved" in ok.text
+    await browser.aclose()
+
+
+async def test_an_owner_never_sees_another_shops_items_or_entries(
+        client: httpx.AsyncClient, runtime: Runtime, shop: ShopKeys) -> None:
+    other = await make_shop(runtime, "wall")
+    theirs = await suggest(client, other, "What is the staff discount?", "SECRET-B-7")
+    entry = (await client.post("/v1/knowledge", headers=other.owner, json={
+        "question": "Other shop secret?", "answer": "SECRET-B-8"})).json()["entry_id"]
+    browser, csrf = await sign_in(client, secret_of(shop.owner))
+    for url in (f"/admin/queue/{theirs}", f"/admin/knowledge/{entry}"):
+        r = await browser.get(url)
+        assert r.status_code == 404 and "SECRET-B" not in r.text
+    act = await browser.post(f"/admin/queue/{theirs}/approve", data={"_csrf": csrf})
+    assert act.status_code == 404
+    listing = await browser.get("/admin/queue", params={"status": ""})
+    assert "SECRET-B" not in listing.text
+    # An owner cannot pick another shop.
+    pick = await browser.post("/admin/shop", data={"_csrf": csrf, "shop": other.slug})
+    assert pick.status_code == 403
+    assert (await client.get(f"/v1/queue/{theirs}", headers=other.owner)).json()[
+        "status"] == "pending"
+    await browser.aclose()
+
+
+async def test_a_revoked_key_ends_its_sessions_and_expired_sessions_end(
+        client: httpx.AsyncClient, runtime: Runtime, shop: ShopKeys) -> None:
+    made = await keys.create_key(runtime.pool, "owner", shop.shop_id, "page owner")
+    browser, _ = await sign_in(client, made.secret)
+    await keys.revoke_key(runtime.pool, made.key.id)
+    r = await browser.get("/admin/queue")
+    assert r.status_code == 303 and "/admin/sign-in" in r.headers["location"]
+    second, _ = await sign_in(client, secret_of(shop.owner))
+    await runtime.pool.execute("UPDATE web_sessions SET expires_at = now() - interval '1 s' "
+                               "WHERE key_id = (SELECT id FROM api_keys WHERE name = 'owner' "
+                               "AND shop_id = $1)", shop.shop_id)
+    assert (await second.get("/admin/queue")).status_code == 303
+    idle, _ = await sign_in(client, secret_of(shop.owner))
+    await runtime.pool.execute("UPDATE web_sessions SET last_seen_at = now() - interval '2 h' "
+                               "WHERE key_id = (SELECT id FROM api_keys WHERE name = 'owner' "
+                               "AND shop_id = $1)", shop.shop_id)
+    htmx = await idle.get("/admin/queue", headers={"HX-Request": "true"})
+    assert htmx.headers.get("hx-redirect", "").startswith("/admin/sign-in")
+    for b in (browser, second, idle):
+        await b.aclose()
+
+
+async def test_every_page_renders_the_shops_data_with_security_headers(
+        client: httpx.AsyncClient, shop: ShopKeys) -> None:
+    entry = (await client.post("/v1/knowledge", headers=shop.owner, json={
+        "question": "How long does delivery take?",
+        "answer": "Two to three working days."})).json()["entry_id"]
+    await client.patch(f"/v1/knowledge/{entry}", headers=shop.owner, json={
+        "answer": "Two to four working days.", "reason": "carrier change"})
+    item = await suggest(client, shop, "How long does delivery take to Austria?",
+                         "Two to four working days, five to Austria.")
+    browser, _ = await sign_in(client, secret_of(shop.owner))
+    pages = {
+        "/admin/queue": ["Austria", "<ins>", "Two to four working days"],
+        f"/admin/queue/{item}": ["Austria"],
+        "/admin/knowledge": ["How long does delivery take?"],
+        f"/admin/knowledge/{entry}": ["carrier change", "<del>three", "<ins>four"],
+        "/admin/knowledge?q=delivery+time": ["The bot would", "tier <code>"],
+        "/admin/try": ["Try the bot"],
+        "/admin/dashboard": ["<svg", "Learning curve"],
+        "/admin/audit": ["knowledge.supersede"],
+    }
+    for url, expected in pages.items():
+        r = await browser.get(url)
+        assert r.status_code == 200, (url, r.text[:500])
+        for text in expected:
+            assert text in r.text, (url, text)
+        csp = r.headers["content-security-policy"]
+        assert "frame-ancestors 'none'" in csp and "script-src 'self'" in csp
+        assert "unsafe-inline" not in csp
+        assert r.headers["cache-control"] == "no-store"
+        assert "<script>" not in r.text and " style=" not in r.text
+    static = await browser.get("/admin/static/vendor/htmx.min.js")
+    assert static.status_code == 200 and "htmx" in static.text
+    await browser.aclose()
+
+
+async def test_bad_form_input_gets_a_clear_message_not_a_500(
+        client: httpx.AsyncClient, shop: ShopKeys) -> None:
+    item = await suggest(client, shop, "Do you sell gift cards?", "Yes, from ten euros.")
+    browser, csrf = await sign_in(client, secret_of(shop.owner))
+    cases = [
+        (f"/admin/queue/{item}/reject", {"reason": ""}, 422, "reason is required"),
+        (f"/admin/queue/{item}/edit", {"answer": "x" * 20_001}, 422, "20000"),
+        (f"/admin/queue/{item}/merge", {"into": "not-an-id"}, 422, "not an item id"),
+        ("/admin/queue/bulk", {"action": "explode", "ids": item}, 422, "action is one of"),
+        ("/admin/queue/bulk", {"action": "approve"}, 422, "select at least one"),
+        (f"/admin/queue/{uuid.uuid4()}/approve", {}, 404, "no queue item"),
+        (f"/admin/queue/{item}/edit", {"answer": "nul\x00byte"}, 422, "NUL"),
+    ]
+    for url, data, status, words in cases:
+        r = await browser.post(url, data={"_csrf": csrf, **data})
+        assert r.status_code == status, (url, r.status_code, r.text[:300])
+        assert words in r.text, (url, r.text[:300])
+        inplace = await browser.post(url, data={"_csrf": csrf, **data},
+                                     headers={"HX-Request": "true"})
+        assert inplace.headers.get("hx-retarget") == "#flash" and words in inplace.text
+    for url in ("/admin/queue?offset=-1", "/admin/queue?sort=sideways",
+                "/admin/dashboard?days=5", "/admin/audit?subject=nope"):
+        r = await browser.get(url)
+        assert r.status_code in {400, 422}, (url, r.status_code)
+    assert (await client.get(f"/v1/queue/{item}", headers=shop.owner)).json()[
+        "status"] == "pending"
+    await browser.aclose()
+
+
+@pytest.mark.parametrize("action", ["approve", "reject"])
+async def test_bulk_actions_report_each_item_and_redraw_them(
+        client: httpx.AsyncClient, shop: ShopKeys, action: str) -> None:
+    ids = [await suggest(client, shop, f"Question number {n} about {action}?",
+                         f"Answer {n}.") for n in range(3)]
+    browser, csrf = await sign_in(client, secret_of(shop.owner))
+    r = await browser.post("/admin/queue/bulk", headers={"HX-Request": "true"}, data={
+        "_csrf": csrf, "action": action, "reason": "duplicate", "ids": [*ids, ids[0]]})
+    assert r.status_code == 200 and "3 items done." in r.text
+    assert r.text.count('hx-swap-oob="outerHTML"') == 3
+    expected = "approved" if action == "approve" else "rejected"
+    for i in ids:
+        assert (await client.get(f"/v1/queue/{i}", headers=shop.owner)).json()[
+            "status"] == expected
+    await browser.aclose()
+
+
+async def test_an_admin_picks_a_shop_or_sees_all(
+        client: httpx.AsyncClient, runtime: Runtime, admin: dict[str, str]) -> None:
+    a, b = await make_shop(runtime, "pick-a"), await make_shop(runtime, "pick-b")
+    await suggest(client, a, "Alpha question about opening hours?", "Alpha answer.")
+    await suggest(client, b, "Beta question about opening hours?", "Beta answer.")
+    browser, csrf = await sign_in(client, secret_of(admin))
+    everything = await browser.get("/admin/queue", params={"status": ""})
+    assert "Alpha question" in everything.text and "Beta question" in everything.text
+    assert (await browser.get("/admin/knowledge")).status_code == 422  # pick a shop first
+    r = await browser.post("/admin/shop", data={"_csrf": csrf, "shop": a.slug})
+    assert r.status_code == 303
+    one = await browser.get("/admin/queue", params={"status": ""})
+    assert "Alpha question" in one.text and "Beta question" not in one.text
+    assert (await browser.get("/admin/knowledge")).status_code == 200
+    await browser.aclose()
