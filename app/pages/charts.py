@@ -22,19 +22,22 @@ class Series:
 
 def _fmt(value: float, unit: str) -> str:
     if unit == "%":
-        return f"{value * 100:.0f}%"
+        return f"{value * 100:.3g}%"
     if unit == "ms":
         return f"{value:.0f} ms"
     return f"{value:.0f}" if value == int(value) else f"{value:.1f}"
 
 
 def _nice_max(value: float, unit: str) -> float:
+    """The top of the axis: a round number above every value, with four whole-number steps
+    for counts and milliseconds."""
     if unit == "%":
-        return 1.0 if value > 0.5 else max(0.1, round(value * 1.25 + 0.05, 1))
-    if value <= 0:
-        return 1.0
+        return next((top for top in (0.1, 0.2, 0.4, 0.8) if value * 1.1 <= top), 1.0)
+    if value <= 4:
+        return 4.0
     step = 10 ** max(0, len(str(int(value))) - 1)
-    return float(((int(value * 1.1) // step) + 1) * step)
+    top = ((int(value * 1.1) // step) + 1) * step
+    return float(top + (-top) % 4)
 
 
 def _frame(title: str, labels: Sequence[str], top: float, unit: str) -> list[str]:
@@ -62,15 +65,19 @@ def _x(i: int, n: int) -> float:
     return LEFT + span * (i + 0.5) / max(n, 1)
 
 
-def _svg(title: str, parts: list[str], legend: Sequence[str]) -> Markup:
-    keys = []
+def _svg(title: str, parts: list[str], legend: Sequence[str], empty: bool) -> Markup:
+    if empty:
+        parts.append(f'<text x="{(LEFT + WIDTH - RIGHT) / 2}" y="{HEIGHT / 2}" '
+                     'text-anchor="middle" font-size="13" fill="#4a4a4a">'
+                     'Nothing in this period yet</text>')
+    keys, x = [], LEFT
     for i, label in enumerate(legend):
-        x = LEFT + i * 150
         keys.append(f'<line x1="{x}" x2="{x + 18}" y1="{HEIGHT - 8}" y2="{HEIGHT - 8}" '
                     f'stroke="{COLOURS[i % 4]}" stroke-width="3" '
                     f'stroke-dasharray="{DASHES[i % 4]}"/>'
                     f'<text x="{x + 22}" y="{HEIGHT - 4}" font-size="11" fill="#333333">'
                     f'{escape(label)}</text>')
+        x += 40 + 6 * len(label)
     body = "".join(parts + keys)
     return Markup(f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {HEIGHT}" '  # noqa: S704
                   f'role="img" aria-label="{escape(title)}" class="chart">{body}</svg>')
@@ -99,7 +106,7 @@ def line_chart(title: str, labels: Sequence[str], series: Sequence[Series],
                 parts.append(f'<polyline points="{" ".join(run)}" fill="none" '
                              f'stroke="{COLOURS[k % 4]}" stroke-width="2" '
                              f'stroke-dasharray="{DASHES[k % 4]}"/>')
-    return _svg(title, parts, [s.label for s in series])
+    return _svg(title, parts, [s.label for s in series], not any(known))
 
 
 def stacked_bars(title: str, labels: Sequence[str], series: Sequence[Series]) -> Markup:
@@ -121,7 +128,7 @@ def stacked_bars(title: str, labels: Sequence[str], series: Sequence[Series]) ->
                          f'width="{width:.1f}" height="{h:.1f}" fill="{COLOURS[k % 4]}">'
                          f'<title>{escape(labels[i])}: {escape(s.label)} {v:.0f}</title></rect>')
             base += v
-    return _svg(title, parts, [s.label for s in series])
+    return _svg(title, parts, [s.label for s in series], not any(totals))
 
 
 def column(rows: Sequence[dict[str, object]], pick: Callable[[dict[str, object]],

@@ -9,6 +9,7 @@ from uuid import UUID
 from litestar import Controller, get
 from litestar.datastructures import State
 from litestar.response import Template
+from markupsafe import Markup
 
 from app.auth import runtime_of
 from app.pages.charts import Series, line_chart, stacked_bars
@@ -18,6 +19,8 @@ from knowledge.learning import metrics
 from knowledge.store import audit
 
 DAYS = (7, 30, 90)
+TITLES = ("Learning curve: items approved per day", "Fallback and handover rate",
+          "Thumbs-up ratio", "p95 answer time", "Queue inflow and outflow")
 AUDIT_PAGE = 50
 MAX_OFFSET = 1_000_000
 
@@ -46,24 +49,25 @@ def _days(rows: list[dict[str, Any]], start: date, end: date) -> list[dict[str, 
             for i in range((end - start).days)]
 
 
-def charts(days: list[dict[str, Any]]) -> list[Any]:
+def charts(days: list[dict[str, Any]]) -> list[tuple[str, Markup]]:
     labels = [d["date"] for d in days]
-    return [
-        stacked_bars("Learning curve: items approved per day", labels, [
+    drawn = [
+        stacked_bars(TITLES[0], labels, [
             Series("approved automatically", [d.get("auto_approved", 0) for d in days]),
             Series("approved by people", [d.get("approved", 0) for d in days])]),
-        line_chart("Fallback and handover rate", labels, [
+        line_chart(TITLES[1], labels, [
             Series("fallback", [_combined(d, "fallback_rate") for d in days]),
             Series("handover", [_combined(d, "handover_rate") for d in days])], unit="%"),
-        line_chart("Thumbs-up ratio", labels, [
+        line_chart(TITLES[2], labels, [
             Series("thumbs up", [d.get("thumbs_up_ratio") for d in days])], unit="%"),
-        line_chart("p95 answer time", labels, [
+        line_chart(TITLES[3], labels, [
             Series("p95", [_slowest(d) for d in days])], unit="ms"),
-        line_chart("Queue inflow and outflow", labels, [
+        line_chart(TITLES[4], labels, [
             Series("new items", [d.get("queue_inflow", 0) for d in days]),
             Series("reviewed", [d.get("approved", 0) + d.get("auto_approved", 0)
                                 + d.get("rejected", 0) for d in days])]),
     ]
+    return [(TITLES[i], chart) for i, chart in enumerate(drawn)]
 
 
 class DashboardPages(Controller):
@@ -85,7 +89,8 @@ class DashboardPages(Controller):
             datetime.combine(start, datetime.min.time(), UTC), now))
         daily = _days(await metrics.daily(pool, shop_id, start, end), start, end)
         return render(page, "dashboard.html", totals=totals, charts=charts(daily), days=days,
-                      choices=DAYS, table=daily)
+                      choices=DAYS, refresh_minutes=round(
+                          runtime_of(state).settings.metrics_refresh_seconds / 60))
 
     @get("/audit")
     async def audit_trail(self, state: State, page: PageOf, action: str | None = None,

@@ -22,26 +22,35 @@ from knowledge.learning.review import PRIORITIES, SORTS, STATUSES, ReviewView
 
 PAGE_SIZE = 25
 MAX_OFFSET = 1_000_000
+# Below this similarity the nearest knowledge is on another topic: shown, but not diffed.
+DIFF_MIN_SIMILARITY = 0.6
 
 
 @dataclass(frozen=True, slots=True)
 class ItemView:
     """An item as the page shows it: beside the knowledge it is nearest to or contradicts,
-    with the words that differ."""
+    with the words that differ marked in each."""
 
     item: QueueItem
     known: dict[str, Any] | None
     conflict: bool
-    diff: list[Piece]
+    proposed_pieces: list[Piece]
+    known_pieces: list[Piece]
 
 
 def item_view(view: ReviewView) -> ItemView:
     known = view.conflict or view.nearest
     proposed = view.item.proposed_content or ""
-    diff = word_diff(known["answer"], proposed) if known and proposed else \
-        [Piece("same", proposed)] if proposed else \
-        [Piece("same", known["answer"])] if known else []
-    return ItemView(view.item, known, view.conflict is not None, diff)
+    similarity = view.item.nearest_similarity or 0.0
+    if known and proposed and (view.conflict or similarity >= DIFF_MIN_SIMILARITY):
+        diff = word_diff(known["answer"], proposed)
+        return ItemView(view.item, known, view.conflict is not None,
+                        [p for p in diff if p.kind != "removed"],
+                        [p for p in diff if p.kind != "added"])
+    # Another topic altogether: marking every word as changed would only be noise.
+    return ItemView(view.item, known, view.conflict is not None,
+                    [Piece("same", proposed)] if proposed else [],
+                    [Piece("same", known["answer"])] if known else [])
 
 
 def _choice(value: str | None, allowed: tuple[str, ...] | list[str], name: str) -> str | None:
