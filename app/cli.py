@@ -99,7 +99,9 @@ def _demo_hook(settings: Settings) -> StartHook:
         print(f"\nlearnkb demo shop ready. Its bot key is in {demo.key_file}. Try:\n"
               f"  curl -s {base}/v1/answer -H \"Authorization: Bearer $(cat {demo.key_file})\" "
               "-H 'Content-Type: application/json' "
-              "-d '{\"question\": \"how long does delivery take?\"}'\n", flush=True)
+              "-d '{\"question\": \"how long does delivery take?\"}'\n"
+              f"Review pages: {base}/admin, signed in with the owner key in "
+              f"{demo.owner_key_file}\n", flush=True)
         return None
 
     return hook
@@ -253,7 +255,8 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> None:
 
     async def work(rt: Runtime) -> Any:
         demo = await load_demo(rt)
-        return {"shop_id": demo.shop_id, "key_file": str(demo.key_file)}
+        return {"shop_id": demo.shop_id, "key_file": str(demo.key_file),
+                "owner_key_file": str(demo.owner_key_file)}
 
     _print(asyncio.run(_with_runtime(settings, work, load_model=True)))
 

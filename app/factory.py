@@ -29,8 +29,8 @@ from app.controllers.shops import ShopController
 from app.controllers.transcripts import TranscriptController
 from app.controllers.users import UserController
 from app.observability import RUNTIME, prometheus_config
-from app.pages import pages_router, template_config
 from app.observability import MetricsController as PrometheusMetrics
+from app.pages import pages_router, template_config
 from app.problems import EXCEPTION_HANDLERS
 from knowledge.runtime import Runtime, open_runtime
 from knowledge.settings import Settings

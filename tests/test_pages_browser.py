@@ -39,7 +39,7 @@ def chromium_path() -> str:
               "LEARNKB_CHROMIUM): the review pages' browser tests did not run")
     if os.environ.get("LEARNKB_REQUIRE_BROWSER"):
         pytest.fail(reason)
-    print(f"SKIPPED: {reason}")  # noqa: T201 - said plainly in the test output as well
+    print(f"SKIPPED: {reason}")
     pytest.skip(reason)
 
 
@@ -111,7 +111,8 @@ async def test_an_owner_reviews_and_teaches_the_bot_from_the_browser(
     # Edit, then approve.
     card = item(page, edited)
     await card.get_by_text("Edit, then approve").click()
-    await card.get_by_role("textbox", name="Answer", exact=True).fill("Yes, to Norway in five to seven working days.")
+    await card.get_by_role("textbox", name="Answer", exact=True).fill(
+        "Yes, to Norway in five to seven working days.")
     await card.get_by_role("button", name="Save and approve").click()
     await item(page, edited).locator(".badge", has_text="approved").wait_for()
     stored = (await client.get(f"/v1/queue/{edited}", headers=shop.owner)).json()
@@ -214,9 +215,7 @@ async def test_every_page_is_accessible_and_is_photographed_at_two_widths(
         browser: Any, client: httpx.AsyncClient, runtime: Runtime, shop: ShopKeys,
         tmp_path: Path) -> None:
     pages = await _seed_every_page(client, runtime, shop)
-    # LEARNKB_SCREENSHOTS=docs/screenshots refreshes the README's pictures.
-    out = Path(os.environ.get("LEARNKB_SCREENSHOTS") or tmp_path)
-    out.mkdir(parents=True, exist_ok=True)
+    out = screenshot_dir(tmp_path)
     serious: dict[str, list[str]] = {}
     for label, width in WIDTHS.items():
         # The checker is injected as a script, which the pages' CSP rightly forbids.
@@ -233,7 +232,18 @@ async def test_every_page_is_accessible_and_is_photographed_at_two_widths(
         await _check_and_shoot(signed_out, f"sign-in-{label}", out, serious)
         await signed_out.context.close()
     assert not serious, serious
-    assert len(list(out.glob("*.png"))) >= 2 * len(pages)
+    assert len(pngs(out)) >= 2 * len(pages)
+
+
+def screenshot_dir(tmp_path: Path) -> Path:
+    """LEARNKB_SCREENSHOTS=docs/screenshots refreshes the README's pictures."""
+    out = Path(os.environ.get("LEARNKB_SCREENSHOTS") or tmp_path)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def pngs(folder: Path) -> list[Path]:
+    return list(folder.glob("*.png"))
 
 
 async def _check_and_shoot(page: Any, name: str, out: Path,

@@ -45,6 +45,13 @@ def test_serve_demo_answers_and_keeps_its_data(tmp_path: Path) -> None:
         assert code["results"][0]["question"].startswith("How do I replace the burrs")
         assert client.get("/schema/openapi.json").json()["info"]["title"] == "learnkb"
         assert client.get("/health").json()["status"] == "ok"
+        # The owner key the demo writes signs in to the review pages.
+        owner = (data_dir / "demo-owner-key").read_text().strip()
+        form = client.get("/admin/sign-in")
+        token = form.text.split('name="_csrf" value="')[1].split('"')[0]
+        signed = client.post("/admin/sign-in", data={"_csrf": token, "key": owner})
+        assert signed.status_code == 303 and signed.headers["location"] == "/admin/queue"
+        assert "Brew &amp; Co." in client.get("/admin/queue").text
     assert (data_dir / "pgdata" / "PG_VERSION").exists()
     # learnkb stopped the embedded server it started.
     assert not (data_dir / "pgdata" / "postmaster.pid").exists()
