@@ -252,3 +252,45 @@ async def test_an_admin_picks_a_shop_or_sees_all(
     assert "Alpha question" in one.text and "Beta question" not in one.text
     assert (await browser.get("/admin/knowledge")).status_code == 200
     await browser.aclose()
+
+
+async def test_knowledge_is_added_edited_retired_and_uploaded_from_the_pages(
+        client: httpx.AsyncClient, shop: ShopKeys) -> None:
+    browser, csrf = await sign_in(client, secret_of(shop.owner))
+    made = await browser.post("/admin/knowledge/new", data={
+        "_csrf": csrf, "question": "Do you sell descaler?", "variants": "descaling powder?\n",
+        "answer": "Yes, the DS-1 descaler.", "category": "care"})
+    assert made.status_code == 303
+    entry_url = made.headers["location"]
+    entry_id = entry_url.rsplit("/", 1)[1]
+    edited = await browser.post(f"{entry_url}/edit", data={
+        "_csrf": csrf, "version": "1", "question": "Do you sell descaler?",
+        "variants": "descaling powder?", "answer": "Yes, the DS-2 descaler replaced DS-1.",
+        "category": "care", "reason": "new product"})
+    assert edited.status_code == 303
+    stale = await browser.post(f"{entry_url}/edit", data={
+        "_csrf": csrf, "version": "1", "answer": "an edit made on an old page"})
+    assert stale.status_code == 409 and "version 2" in stale.text
+    history = (await client.get(f"/v1/knowledge/{entry_id}/history",
+                                headers=shop.owner)).json()
+    assert [v["answer"] for v in history] == ["Yes, the DS-1 descaler.",
+                                              "Yes, the DS-2 descaler replaced DS-1."]
+    assert history[1]["variants"] == ["descaling powder?"]
+    page = await browser.get(entry_url)
+    assert "<ins>DS-2" in page.text and "new product" in page.text
+    retired = await browser.post(f"{entry_url}/retire", data={"_csrf": csrf,
+                                                               "reason": "discontinued"})
+    assert retired.status_code == 303
+    assert (await client.get(f"/v1/knowledge/{entry_id}", headers=shop.owner)).json()[
+        "valid_to"] is not None
+    upload = await browser.post(
+        "/admin/knowledge/documents", headers={"HX-Request": "true"}, data={"_csrf": csrf},
+        files={"file": ("care.md", b"# Care\n\nDescale the Aurora every month with DS-2.",
+                        "text/markdown")})
+    assert upload.status_code == 200 and "care.md: 1 passage added" in upload.text
+    asked = await client.post("/v1/answer", headers=shop.bot,
+                              json={"question": "how often should I descale the Aurora?"})
+    assert "every month" in asked.json()["answer"]
+    nothing = await browser.post("/admin/knowledge/documents", data={"_csrf": csrf})
+    assert nothing.status_code == 422 and "choose a file" in nothing.text
+    await browser.aclose()
