@@ -8,7 +8,15 @@ from collections.abc import Awaitable, Callable
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from jobs import apply, calibrate, embed_turns, reembed, refresh_metrics, retention
+from jobs import (
+    apply,
+    calibrate,
+    embed_turns,
+    reembed,
+    refresh_metrics,
+    retention,
+    transcript_pairs,
+)
 from jobs.metrics import JOB_RUNS, JOB_SECONDS
 from knowledge.runtime import Runtime
 
@@ -21,6 +29,7 @@ JOBS: dict[str, Callable[[Runtime], Awaitable[str]]] = {
     calibrate.NAME: calibrate.run,
     embed_turns.NAME: embed_turns.run,
     retention.NAME: retention.run,
+    transcript_pairs.NAME: transcript_pairs.run,
 }
 
 
@@ -57,7 +66,8 @@ def start_scheduler(rt: Runtime) -> AsyncIOScheduler:
              apply.NAME: s.apply_interval_seconds,
              calibrate.NAME: s.calibrate_interval_seconds,
              embed_turns.NAME: s.embed_turns_interval_seconds,
-             retention.NAME: s.retention_interval_seconds}
+             retention.NAME: s.retention_interval_seconds,
+             transcript_pairs.NAME: s.transcript_pairs_interval_seconds}
     for name, seconds in every.items():
         scheduler.add_job(guarded, "interval", args=[name], seconds=seconds, id=name,
                           max_instances=1, coalesce=True)

@@ -66,6 +66,8 @@ class Settings:
     retention_interval_seconds: int = 3_600
     # How often logged turns get their question vectors (and low-confidence ones a gap).
     embed_turns_interval_seconds: int = 5
+    # How often calls whose pairs were not all queued (a crash part-way) are finished.
+    transcript_pairs_interval_seconds: int = 60
 
     # Review pages (/admin): a signed-in session lasts at most this long, and ends sooner
     # when idle; its cookie is marked Secure when served over TLS or when this is true.

@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import httpx
+import pytest
 
+from jobs import transcript_pairs
+from knowledge.intake import transcripts
 from knowledge.runtime import Runtime
 from tests.conftest import ShopKeys
 
@@ -147,3 +151,46 @@ async def test_transcripts_are_the_shops_own_and_bad_ones_are_clear_errors(
         assert r.headers["content-type"].startswith("application/problem+json")
     assert json.loads((await client.post("/v1/transcripts", headers=shop.bot, json={
         "transcript": "x"})).text)["field"] == "transcript"
+
+
+async def test_a_call_whose_queuing_died_part_way_is_finished_once_by_the_job(
+        client: httpx.AsyncClient, runtime: Runtime, shop: ShopKeys,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    call = ("Customer: Do you sell oat milk?\nAgent: Yes, two brands of oat milk.\n"
+            "Customer: And do you open on Sundays?\nAgent: Sundays from ten till four.\n"
+            "Customer: Is there parking nearby?\nAgent: Um.\nCustomer: Okay, bye.\n")
+    real_submit = transcripts.submit
+    calls = 0
+
+    async def dies_on_the_second(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise ConnectionResetError("the database went away")
+        return await real_submit(*args, **kwargs)
+
+    monkeypatch.setattr(transcripts, "submit", dies_on_the_second)
+    r = await client.post("/v1/transcripts", headers=shop.bot, json={"transcript": call})
+    assert r.status_code >= 500
+    monkeypatch.setattr(transcripts, "submit", real_submit)
+    row = await runtime.pool.fetchrow(
+        "SELECT id, learning_insights FROM voice_transcripts WHERE shop_id = $1", shop.shop_id)
+    assert row is not None
+    insights = row["learning_insights"]
+    expected = len(insights["pairs"]) + len(insights["unanswered"])
+    assert expected == 3 and len(insights["queued"]) == 1
+    # Sent again, it is known (nothing stored twice); what it taught is not lost.
+    again = await client.post("/v1/transcripts", headers=shop.bot, json={"transcript": call})
+    assert again.status_code == 409
+    assert await transcript_pairs.run(runtime) == "queued 0 items from unfinished transcripts"
+    await runtime.pool.execute("UPDATE voice_transcripts SET created_at = now() - "
+                               "interval '5 minutes' WHERE id = $1", row["id"])
+    assert await transcript_pairs.run(runtime) == "queued 2 items from unfinished transcripts"
+    assert await transcript_pairs.run(runtime) == "queued 0 items from unfinished transcripts"
+    items = await runtime.pool.fetch(
+        "SELECT kind, question, observations FROM learning_queue WHERE shop_id = $1 "
+        "ORDER BY created_at", shop.shop_id)
+    assert [(i["kind"], i["observations"]) for i in items] == [
+        ("answer", 1), ("answer", 1), ("gap", 1)]
+    shown = (await client.get(f"/v1/transcripts/{row['id']}", headers=shop.owner)).json()
+    assert len(shown["queued"]) == 3

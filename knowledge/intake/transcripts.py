@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from knowledge.access import Principal
+from knowledge.access import SYSTEM, Principal
 from knowledge.errors import Conflict, Invalid, NotFound
 from knowledge.intake.transcript_analysis import PRODUCT_CODE, Analysis, analyse
 from knowledge.intake.transcript_formats import FORMATS, detect_format, parse
@@ -25,7 +25,7 @@ from knowledge.learning.queue import ItemDraft, Submitted, submit
 from knowledge.runtime import Runtime
 from knowledge.store import audit
 from knowledge.store.db import Conn, Queryable, in_transaction
-from knowledge.store.shops import Shop
+from knowledge.store.shops import Shop, get_shop
 
 # What staff said to a real customer is good evidence but not proof: below the default
 # auto-approval (85); the same pair heard in three calls reaches it (+5 per observation).
@@ -53,10 +53,31 @@ RETURNING id, created_at
 SAME_CONTENT = """
 SELECT id FROM voice_transcripts WHERE shop_id = $1 AND content_sha256 = $2
 """
-LOCK_TRANSCRIPT = "SELECT 1 FROM voice_transcripts WHERE id = $1 FOR SHARE"
-RECORD_OUTCOMES = """
-UPDATE voice_transcripts SET learning_insights = learning_insights || $2 WHERE id = $1
+# How many of a transcript's pairs and gaps are queued: each is queued in a transaction of
+# its own that also records its outcome, so after a crash the rest are queued exactly once.
+LOCK_TRANSCRIPT = """
+SELECT jsonb_array_length(coalesce(learning_insights -> 'queued', '[]'::jsonb))
+FROM voice_transcripts WHERE id = $1 FOR UPDATE
 """
+RECORD_OUTCOME = """
+UPDATE voice_transcripts
+SET learning_insights = jsonb_set(learning_insights, '{queued}',
+        coalesce(learning_insights -> 'queued', '[]'::jsonb) || jsonb_build_array($2::jsonb))
+WHERE id = $1
+"""
+# Transcripts whose queuing stopped part-way (the process died, the database went away):
+# older than a request could still be working on.
+UNFINISHED = """
+SELECT id, shop_id, sentiment, needs_review, learning_insights
+FROM voice_transcripts
+WHERE created_at < now() - make_interval(secs => $1)
+  AND jsonb_array_length(coalesce(learning_insights -> 'queued', '[]'::jsonb))
+      < jsonb_array_length(coalesce(learning_insights -> 'pairs', '[]'::jsonb))
+        + jsonb_array_length(coalesce(learning_insights -> 'unanswered', '[]'::jsonb))
+ORDER BY created_at
+LIMIT $2
+"""
+RESUME_AFTER_SECONDS = 60
 _SUMMARY_COLUMNS = """id, shop_id, conversation_key, user_id, processed_summary, sentiment,
        entities, format, needs_review, reviewed_at, created_at"""
 LIST_TRANSCRIPTS = f"""
@@ -157,7 +178,7 @@ async def ingest(rt: Runtime, shop: Shop, given: TranscriptIn, actor: Principal)
                    "answered_by": p.speaker, "excerpt": p.excerpt(turns)}
                   for p in analysis.pairs],
         "unanswered": analysis.unanswered, "bot_answered": analysis.bot_answered,
-        "turn_sentiments": analysis.turn_sentiments}
+        "turn_sentiments": analysis.turn_sentiments, "queued": []}
     metadata = {**(given.metadata or {}), "speakers": analysis.speakers,
                 "redacted": redacted.counts}
     async with rt.pool.acquire() as conn, conn.transaction():
@@ -173,38 +194,77 @@ async def ingest(rt: Runtime, shop: Shop, given: TranscriptIn, actor: Principal)
                            after={"format": fmt, "sentiment": analysis.sentiment,
                                   "pairs": len(analysis.pairs),
                                   "unanswered": len(analysis.unanswered)})
-    priority = "high" if negative else "normal"
-    drafts = [("answer", pair.question, ItemDraft(
-        kind="answer", source_type="transcript",
-        question=pair.question[:rt.settings.max_question_chars],
-        answer=pair.answer[:rt.settings.max_answer_chars], source_id=transcript_id,
-        confidence=PAIR_CONFIDENCE, priority=priority,
-        metadata={"transcript_id": str(transcript_id), "start": pair.start, "end": pair.end,
-                  "excerpt": pair.excerpt(turns), "call_sentiment": analysis.sentiment}))
-        for pair in analysis.pairs]
-    drafts += [("gap", question, ItemDraft(
-        kind="gap", source_type="transcript",
-        question=question[:rt.settings.max_question_chars], source_id=transcript_id,
-        priority=priority, metadata={"transcript_id": str(transcript_id),
-                                     "call_sentiment": analysis.sentiment}))
-        for question in analysis.unanswered]
-    outcomes = []
-    # Each pair is a signal of its own, deduplicated and committed as any other signal is,
-    # while its transcript still exists (a customer erased meanwhile takes it along).
-    for kind, question, draft in drafts:
-        async def queue(conn: Conn, draft: ItemDraft = draft) -> Submitted | None:
-            if await conn.fetchval(LOCK_TRANSCRIPT, transcript_id) is None:
-                return None
-            return await submit(rt, shop, draft, actor, conn=conn)
-
-        submitted = await in_transaction(rt.pool, queue)
-        if submitted is None:
-            break
-        outcomes.append(_outcome(kind, question, submitted))
-    if outcomes:
-        async with rt.pool.acquire() as conn:
-            await conn.execute(RECORD_OUTCOMES, transcript_id, {"queued": outcomes})
+    outcomes = await queue_drafts(rt, shop, transcript_id,
+                                  _drafts(rt, transcript_id, insights, analysis.sentiment,
+                                          negative), actor)
     return Ingested(transcript_id, row["created_at"], fmt, analysis, outcomes)
+
+
+def _drafts(rt: Runtime, transcript_id: UUID, insights: Mapping[str, Any], sentiment: str,
+            negative: bool) -> list[tuple[str, str, ItemDraft]]:
+    """What a call teaches, in a fixed order, from what is stored of it: its answered pairs,
+    then the questions nobody answered."""
+    priority = "high" if negative else "normal"
+    s = rt.settings
+    drafts = [("answer", pair["question"], ItemDraft(
+        kind="answer", source_type="transcript", question=pair["question"][:s.max_question_chars],
+        answer=pair["answer"][:s.max_answer_chars], source_id=transcript_id,
+        confidence=PAIR_CONFIDENCE, priority=priority,
+        metadata={"transcript_id": str(transcript_id), "start": pair["start"],
+                  "end": pair["end"], "excerpt": pair["excerpt"], "call_sentiment": sentiment}))
+        for pair in insights.get("pairs", [])]
+    drafts += [("gap", question, ItemDraft(
+        kind="gap", source_type="transcript", question=question[:s.max_question_chars],
+        source_id=transcript_id, priority=priority,
+        metadata={"transcript_id": str(transcript_id), "call_sentiment": sentiment}))
+        for question in insights.get("unanswered", [])]
+    return drafts
+
+
+async def queue_drafts(rt: Runtime, shop: Shop, transcript_id: UUID,
+                       drafts: list[tuple[str, str, ItemDraft]],
+                       actor: Principal) -> list[dict[str, Any]]:
+    """Queue a call's drafts not queued yet. Each is a signal of its own, deduplicated and
+    committed as any other signal is, together with the record that it was queued, and only
+    while its transcript exists (a customer erased meanwhile takes it along)."""
+    outcomes: list[dict[str, Any]] = []
+    for index, (kind, question, draft) in enumerate(drafts):
+        async def queue(conn: Conn, index: int = index, kind: str = kind,
+                        question: str = question,
+                        draft: ItemDraft = draft) -> dict[str, Any] | None:
+            done = await conn.fetchval(LOCK_TRANSCRIPT, transcript_id)
+            if done is None:
+                raise _Gone
+            if done > index:  # queued before a crash; not twice
+                return None
+            outcome = _outcome(kind, question, await submit(rt, shop, draft, actor, conn=conn))
+            await conn.execute(RECORD_OUTCOME, transcript_id, outcome)
+            return outcome
+
+        try:
+            outcome = await in_transaction(rt.pool, queue)
+        except _Gone:
+            break
+        if outcome is not None:
+            outcomes.append(outcome)
+    return outcomes
+
+
+class _Gone(Exception):
+    """The transcript was erased while its pairs were being queued."""
+
+
+async def resume_queuing(rt: Runtime, limit: int = 100) -> int:
+    """Queue what calls stored earlier did not get to queue; returns how many were queued."""
+    async with rt.pool.acquire() as conn:
+        rows = await conn.fetch(UNFINISHED, RESUME_AFTER_SECONDS, limit)
+    queued = 0
+    for row in rows:
+        shop = await get_shop(rt.pool, row["shop_id"])
+        queued += len(await queue_drafts(
+            rt, shop, row["id"], _drafts(rt, row["id"], row["learning_insights"],
+                                         row["sentiment"], row["needs_review"]), SYSTEM))
+    return queued
 
 
 def _listed(row: Mapping[str, Any]) -> dict[str, Any]:
