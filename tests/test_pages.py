@@ -294,3 +294,33 @@ async def test_knowledge_is_added_edited_retired_and_uploaded_from_the_pages(
     nothing = await browser.post("/admin/knowledge/documents", data={"_csrf": csrf})
     assert nothing.status_code == 422 and "choose a file" in nothing.text
     await browser.aclose()
+
+
+async def test_the_try_page_asks_as_the_bot_and_files_real_signals(
+        client: httpx.AsyncClient, runtime: Runtime, shop: ShopKeys) -> None:
+    await client.post("/v1/knowledge", headers=shop.owner, json={
+        "question": "Do you have a loyalty card?", "answer": "Yes, every tenth coffee is free."})
+    browser, csrf = await sign_in(client, secret_of(shop.owner))
+    asked = await browser.post("/admin/try", headers={"HX-Request": "true"}, data={
+        "_csrf": csrf, "question": "do you have a loyalty card?"})
+    assert asked.status_code == 200 and "every tenth coffee" in asked.text
+    turn_id = re.search(r'name="turn_id" value="([^"]+)"', asked.text)
+    assert turn_id
+    down = await browser.post("/admin/try/feedback", headers={"HX-Request": "true"}, data={
+        "_csrf": csrf, "turn_id": turn_id.group(1), "verdict": "down"})
+    assert down.status_code == 200 and "learning queue" in down.text
+    # A real turn (written once the answer was out), told apart from customers' turns.
+    channel = await runtime.pool.fetchval(
+        "SELECT channel FROM conversation_memory WHERE id = $1", uuid.UUID(turn_id.group(1)))
+    assert channel == "review-page"
+    fixed = await browser.post("/admin/try/correction", headers={"HX-Request": "true"}, data={
+        "_csrf": csrf, "turn_id": turn_id.group(1),
+        "corrected_answer": "Yes: every tenth coffee is free, and beans count too."})
+    assert fixed.status_code == 200 and "Correction" in fixed.text
+    queue = (await client.get("/v1/queue", headers=shop.owner)).json()["items"]
+    assert any(i["proposed_content"] == "Yes: every tenth coffee is free, and beans count too."
+               for i in queue)
+    bad = await browser.post("/admin/try/feedback", data={
+        "_csrf": csrf, "turn_id": "nope", "verdict": "down"})
+    assert bad.status_code == 422
+    await browser.aclose()

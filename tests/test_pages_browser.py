@@ -160,6 +160,17 @@ async def test_an_owner_reviews_and_teaches_the_bot_from_the_browser(
         "SELECT count(*) FROM conversation_feedback WHERE shop_id = $1", shop.shop_id)
     assert rated == 1
 
+    # Upload a document from the knowledge page; it is answerable at once.
+    await page.get_by_role("link", name="Knowledge").click()
+    await page.locator("#doc").set_input_files(files=[{
+        "name": "returns.md", "mimeType": "text/markdown",
+        "buffer": b"# Returns\n\nUnopened beans can be returned within 30 days."}])
+    await page.get_by_role("button", name="Upload and ingest").click()
+    await page.locator("#upload-result", has_text="returns.md: 1 passage added").wait_for()
+    returned = await client.post("/v1/answer", headers=shop.bot,
+                                 json={"question": "can I return unopened beans?"})
+    assert "within 30 days" in returned.json()["answer"]
+
     # Another shop's item by URL: not found, and nothing of it shown.
     response = await page.goto(f"/admin/queue/{theirs}")
     assert response.status == 404
