@@ -309,6 +309,10 @@ async def test_the_try_page_asks_as_the_bot_and_files_real_signals(
     down = await browser.post("/admin/try/feedback", headers={"HX-Request": "true"}, data={
         "_csrf": csrf, "turn_id": turn_id.group(1), "verdict": "down"})
     assert down.status_code == 200 and "learning queue" in down.text
+    # The item it became shows the conversation turn it came from.
+    listing = await browser.get("/admin/queue")
+    assert "1 conversation turn" in listing.text
+    assert "Customer: do you have a loyalty card?" in listing.text
     # A real turn (written once the answer was out), told apart from customers' turns.
     channel = await runtime.pool.fetchval(
         "SELECT channel FROM conversation_memory WHERE id = $1", uuid.UUID(turn_id.group(1)))

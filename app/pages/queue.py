@@ -19,6 +19,7 @@ from knowledge.errors import Invalid, LearnkbError
 from knowledge.learning import out_of_scope, review
 from knowledge.learning.queue import KINDS, SOURCES, QueueItem
 from knowledge.learning.review import PRIORITIES, SORTS, STATUSES, ReviewView
+from knowledge.store.db import Queryable
 
 PAGE_SIZE = 25
 MAX_OFFSET = 1_000_000
@@ -36,9 +37,15 @@ class ItemView:
     conflict: bool
     proposed_pieces: list[Piece]
     known_pieces: list[Piece]
+    turns: list[dict[str, Any]]
 
 
-def item_view(view: ReviewView) -> ItemView:
+async def item_views(conn: Queryable, views: list[ReviewView]) -> list[ItemView]:
+    turns = await review.turns_of(conn, [v.item for v in views])
+    return [item_view(v, turns.get(v.item.id, [])) for v in views]
+
+
+def item_view(view: ReviewView, turns: list[dict[str, Any]]) -> ItemView:
     known = view.conflict or view.nearest
     proposed = view.item.proposed_content or ""
     similarity = view.item.nearest_similarity or 0.0
@@ -46,11 +53,11 @@ def item_view(view: ReviewView) -> ItemView:
         diff = word_diff(known["answer"], proposed)
         return ItemView(view.item, known, view.conflict is not None,
                         [p for p in diff if p.kind != "removed"],
-                        [p for p in diff if p.kind != "added"])
+                        [p for p in diff if p.kind != "added"], turns)
     # Another topic altogether: marking every word as changed would only be noise.
     return ItemView(view.item, known, view.conflict is not None,
                     [Piece("same", proposed)] if proposed else [],
-                    [Piece("same", known["answer"])] if known else [])
+                    [Piece("same", known["answer"])] if known else [], turns)
 
 
 def _choice(value: str | None, allowed: tuple[str, ...] | list[str], name: str) -> str | None:
@@ -64,7 +71,7 @@ def _choice(value: str | None, allowed: tuple[str, ...] | list[str], name: str) 
 async def _one(state: State, page: Page, item_id: UUID) -> ItemView:
     pool = runtime_of(state).pool
     item = await review.get_any(pool, page.shop.id if page.shop else None, item_id)
-    return item_view((await review.with_knowledge(pool, [item]))[0])
+    return (await item_views(pool, await review.with_knowledge(pool, [item])))[0]
 
 
 def _shop_id(page: Page) -> int | None:
@@ -99,7 +106,8 @@ class QueuePages(Controller):
         def at(o: int) -> str:
             return "/admin/queue?" + urlencode({**query, "offset": o})
 
-        return render(page, "queue.html", views=[item_view(v) for v in views], total=total,
+        return render(page, "queue.html", views=await item_views(runtime_of(state).pool, views),
+                      total=total,
                       offset=offset, chosen=chosen, sorts=list(SORTS),
                       filters=[("status", "Status", STATUSES), ("kind", "Kind", KINDS),
                                ("source", "Source", SOURCES),
@@ -206,7 +214,7 @@ class QueuePages(Controller):
             await review.get_any(rt.pool, shop_id, i) for i in done + ([into] if into else [])])
         message = f"{len(done)} item{'' if len(done) == 1 else 's'} done" + (
             f"; {len(failed)} not: " + "; ".join(failed) if failed else ".")
-        return render(page, "_bulk_done.html", views=[item_view(v) for v in items],
+        return render(page, "_bulk_done.html", views=await item_views(rt.pool, items),
                       message=message, level="error" if failed else "ok")
 
 

@@ -154,6 +154,39 @@ async def with_knowledge(conn: Queryable, items: list[QueueItem]) -> list[Review
             for item in items]
 
 
+# The conversation turns items came from, shown beside them to a reviewer; only turns of the
+# items' own shops, whatever a signal names.
+TURNS_OF_ITEMS = """
+SELECT id, shop_id, conversation_id, question, answer, tier, confidence, created_at
+FROM conversation_memory WHERE id = ANY($1::uuid[]) AND shop_id = ANY($2::integer[])
+"""
+
+
+def _turn_ids(item: QueueItem) -> set[UUID]:
+    found = set()
+    for signal in item.signals:
+        try:
+            found.add(UUID(str(signal["turn_id"])))
+        except (KeyError, ValueError):
+            continue
+    if item.kind == "gap" and item.source_type in {"gap", "handover"} and item.source_id:
+        found.add(item.source_id)  # a fallback's gap names its turn as its source
+    return found
+
+
+async def turns_of(conn: Queryable, items: list[QueueItem]) -> dict[UUID, list[dict[str, Any]]]:
+    """Each item's conversation turns, oldest first."""
+    wanted = {item.id: _turn_ids(item) for item in items}
+    ids = set().union(*wanted.values()) if wanted else set()
+    if not ids:
+        return {}
+    rows = {(r["id"], r["shop_id"]): dict(r) for r in await conn.fetch(
+        TURNS_OF_ITEMS, list(ids), list({item.shop_id for item in items}))}
+    return {item.id: sorted((rows[(t, item.shop_id)] for t in wanted[item.id]
+                             if (t, item.shop_id) in rows), key=lambda r: r["created_at"])
+            for item in items}
+
+
 async def _lock(conn: Conn, shop_id: int | None, item_id: UUID) -> QueueItem:
     row = await conn.fetchrow(LOCK_ITEM, item_id)
     if row is None or (shop_id is not None and row["shop_id"] != shop_id):
