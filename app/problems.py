@@ -10,11 +10,13 @@ from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
 from knowledge.errors import LearnkbError
-from knowledge.store.db import TRANSIENT_ERRORS
+from knowledge.store.db import TRANSIENT_ERRORS, UNAVAILABLE_ERRORS
 
 log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
+# What a 503 asks a client to wait before sending again.
+RETRY_AFTER_SECONDS = 2
 _SLUGS = {400: "bad-request", 401: "unauthorized", 403: "forbidden", 404: "not-found",
           405: "method-not-allowed", 409: "conflict", 413: "content-too-large",
           415: "unsupported-media-type", 422: "invalid-input", 429: "too-many-requests",
@@ -40,7 +42,10 @@ def learnkb_error(request: Request[Any, Any, Any], exc: LearnkbError) -> Respons
         log.error("%s: %s", type(exc).__name__, exc.detail)
     # An extra member named like a problem's own (an item's "status") must not replace it.
     extra = {f"subject_{k}" if k in _RESERVED else k: v for k, v in exc.extra.items()}
-    return problem(request, exc.status, exc.title, exc.detail, **extra)
+    response = problem(request, exc.status, exc.title, exc.detail, **extra)
+    if exc.status == 503:
+        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response
 
 
 def validation_error(request: Request[Any, Any, Any],
@@ -85,6 +90,18 @@ def http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[
                    detail, **extra)
 
 
+def database_unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    """The database is away or overloaded: nothing of this request was stored; say when to
+    try again instead of failing as if it were a fault."""
+    log.warning("database unavailable on %s %s: %s: %s", request.method, request.url.path,
+                type(exc).__name__, exc)
+    response = problem(request, 503, "Service unavailable",
+                       "the database is not reachable right now; nothing of this request was "
+                       "stored: send it again shortly")
+    response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response
+
+
 def unexpected_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return problem(request, 500, "Internal error",
@@ -96,6 +113,7 @@ EXCEPTION_HANDLERS: dict[Any, Any] = {
     ValidationException: validation_error,
     asyncpg.exceptions.DataError: unstorable_text,
     **dict.fromkeys(TRANSIENT_ERRORS, contention),
+    **dict.fromkeys(UNAVAILABLE_ERRORS, database_unavailable),
     HTTPException: http_error,
     Exception: unexpected_error,
 }

@@ -23,6 +23,9 @@ class Settings:
     log_level: str = "info"
     pool_min_size: int = 2
     pool_max_size: int = 10
+    # Bounds on waiting for the database: a connection, and one statement.
+    db_connect_timeout_seconds: float = 5.0
+    db_command_timeout_seconds: float = 15.0
 
     # Embedding: "onnx" is about twice as fast as "torch" here with identical vectors.
     embedding_backend: str = "onnx"

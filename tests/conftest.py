@@ -7,8 +7,10 @@ import os
 import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -55,10 +57,9 @@ async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
     await rt.close()
 
 
-@pytest.fixture(scope="session")
-async def client(settings: Settings, runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
-    """Real HTTP: the app served by uvicorn on a loopback port, in the tests' event loop."""
-    app = create_app(settings, runtime=runtime)
+@asynccontextmanager
+async def serving(app: Any) -> AsyncIterator[str]:
+    """Real HTTP: `app` served by uvicorn on a loopback port, in the tests' event loop."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -69,10 +70,19 @@ async def client(settings: Settings, runtime: Runtime) -> AsyncIterator[httpx.As
         if serving.done():
             serving.result()
         await asyncio.sleep(0.01)
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as c:
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await serving
+
+
+@pytest.fixture(scope="session")
+async def client(settings: Settings, runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
+    """Real HTTP: the app served by uvicorn on a loopback port, in the tests' event loop."""
+    async with serving(create_app(settings, runtime=runtime)) as base, \
+            httpx.AsyncClient(base_url=base, timeout=60) as c:
         yield c
-    server.should_exit = True
-    await serving
 
 
 @dataclass(frozen=True)

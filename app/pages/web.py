@@ -18,7 +18,7 @@ from app.auth import runtime_of, shop_cache_of
 from knowledge.access import Role
 from knowledge.errors import Forbidden, Invalid, LearnkbError, Unauthorized
 from knowledge.store import shops, web_sessions
-from knowledge.store.db import TRANSIENT_ERRORS
+from knowledge.store.db import TRANSIENT_ERRORS, is_unavailable
 from knowledge.store.shops import Shop
 from knowledge.store.web_sessions import WebSession
 
@@ -184,6 +184,11 @@ def page_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]
         return _error_page(request, exc.status, exc.title, exc.detail)
     if isinstance(exc, asyncpg.exceptions.DataError):
         return _error_page(request, 422, "Invalid input", f"a value cannot be stored: {exc}")
+    if is_unavailable(exc):
+        response = _error_page(request, 503, "Service unavailable", "the database is not "
+                               "reachable right now and nothing was saved; try again shortly")
+        response.headers["Retry-After"] = "2"
+        return response
     if isinstance(exc, TRANSIENT_ERRORS):
         response = _error_page(request, 503, "Busy", "concurrent changes collided and this "
                                "one was not saved; send it again")

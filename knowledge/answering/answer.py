@@ -174,7 +174,7 @@ async def answer_question(rt: Runtime, shop: Shop, q: Question) -> Answer:
         return answer
     async with rt.pool.acquire() as conn, conn.transaction():
         # The gap's queue item points at its turn: both commit together.
-        await write_turns(conn, [turn], durable=True)
+        await write_turns(conn, [turn])
         # A question nothing answered is a knowledge gap; asked again and again in one
         # conversation, it is handed over. Either way the owner is asked for an answer, and
         # repeats of it gather into one item.

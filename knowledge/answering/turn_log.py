@@ -27,7 +27,7 @@ import asyncpg
 
 from knowledge.errors import Unavailable
 from knowledge.runtime import Runtime
-from knowledge.store.db import ArrayItem, Conn, Vector
+from knowledge.store.db import ArrayItem, Conn, Vector, is_unavailable
 
 log = logging.getLogger(__name__)
 
@@ -44,15 +44,10 @@ CLOSE_WAIT_SECONDS = 10.0
 SETTLE_WAIT_SECONDS = 10.0
 
 # JSON goes in as text: asyncpg would read a list inside a jsonb[] parameter as a sub-array.
-# $16 'off': a logged turn need not wait for its WAL flush (a database crash may lose the last
-# fraction of a second of turns, never corrupt them), set for this statement's own transaction;
-# NULL keeps the session's setting (the turn of a knowledge gap commits with its queue item).
+# Turns are committed durably: an asynchronous commit lost answered turns when PostgreSQL was
+# killed (tests/test_faults.py); off the answer path, one WAL flush per batch is cheap.
 LOG_TURNS = """
-WITH durability AS (
-    SELECT set_config('synchronous_commit',
-                      coalesce($16::text, current_setting('synchronous_commit')), true)
-),
-turn AS (
+WITH turn AS (
     INSERT INTO conversation_memory (id, shop_id, conversation_id, user_id, channel, question,
                                      answer, tier, confidence, sources, embedding, metadata,
                                      created_at)
@@ -60,7 +55,7 @@ turn AS (
            t.tier, t.confidence, t.sources::jsonb, t.embedding, t.metadata::jsonb, t.at
     FROM unnest($1::uuid[], $2::integer[], $3::text[], $4::text[], $5::text[], $6::text[],
                 $7::text[], $8::text[], $9::real[], $10::text[], $11::vector[], $12::text[],
-                $17::timestamptz[])
+                $16::timestamptz[])
          AS t(id, shop_id, conversation_id, user_id, channel, question, answer, tier,
               confidence, sources, embedding, metadata, at)
     RETURNING id
@@ -69,9 +64,9 @@ INSERT INTO response_analytics (shop_id, conversation_id, response_text, respons
                                 response_time_ms, ab_test_variant, metrics, created_at)
 SELECT t.shop_id, t.id, t.answer, t.tier, t.latency_ms, t.variant, t.metrics::jsonb, t.at
 FROM unnest($1::uuid[], $2::integer[], $7::text[], $8::text[], $13::integer[], $14::text[],
-            $15::text[], $17::timestamptz[])
+            $15::text[], $16::timestamptz[])
      AS t(id, shop_id, answer, tier, latency_ms, variant, metrics, at)
-JOIN turn USING (id) CROSS JOIN durability
+JOIN turn USING (id)
 """
 
 
@@ -99,7 +94,7 @@ class Turn:
     answered_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
-async def write_turns(conn: Conn, turns: Sequence[Turn], *, durable: bool) -> None:
+async def write_turns(conn: Conn, turns: Sequence[Turn]) -> None:
     """Write turns and their analytics rows in one statement."""
     await conn.execute(
         LOG_TURNS, [t.id for t in turns], [t.shop_id for t in turns],
@@ -109,7 +104,7 @@ async def write_turns(conn: Conn, turns: Sequence[Turn], *, durable: bool) -> No
         [json.dumps(t.sources) for t in turns], [ArrayItem(t.vector) for t in turns],
         [json.dumps(t.metadata) for t in turns], [t.latency_ms for t in turns],
         [t.ab_variant for t in turns], [json.dumps(t.metrics) for t in turns],
-        None if durable else "off", [t.answered_at for t in turns])
+        [t.answered_at for t in turns])
 
 
 # SQLSTATE classes and codes after which the same turns can be written later: the connection
@@ -126,7 +121,7 @@ def _retryable(exc: BaseException) -> bool:
         return state[:2] in _RETRY_CLASSES or state in _RETRY_CODES
     if isinstance(exc, asyncpg.DataError):  # a value asyncpg cannot encode
         return False
-    return isinstance(exc, (OSError, asyncio.TimeoutError, asyncpg.InterfaceError))
+    return is_unavailable(exc)
 
 
 class TurnLog:
@@ -245,7 +240,7 @@ class TurnLog:
 
     async def _write(self, turns: list[Turn]) -> None:
         async with self._pool.acquire() as conn:
-            await write_turns(conn, turns, durable=False)
+            await write_turns(conn, turns)
 
     async def _write_one_by_one(self, batch: list[Turn]) -> None:
         for turn in batch:

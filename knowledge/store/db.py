@@ -147,6 +147,10 @@ async def create_pool(url: str, settings: Settings) -> asyncpg.Pool:
             init=_init_connection,
             reset=_keep_session,
             server_settings=server_settings,
+            # A database that is away or stuck fails a request within these bounds (a 503
+            # that says to retry) instead of holding it without end.
+            timeout=settings.db_connect_timeout_seconds,
+            command_timeout=settings.db_command_timeout_seconds,
         )
     except (OSError, asyncpg.PostgresError) as exc:
         raise Unavailable(f"cannot connect to the database: {exc}") from exc
@@ -162,6 +166,23 @@ PING = "SELECT 1"
 TRANSIENT_ERRORS = (asyncpg.exceptions.DeadlockDetectedError,
                     asyncpg.exceptions.SerializationError,
                     asyncpg.exceptions.LockNotAvailableError)
+
+
+# The database is away or cannot take more now: the connection or the server went, it is
+# starting, shutting down or out of resources, or it did not answer in time. Nothing of the
+# request was committed (a commit that fails this way never returned), so the caller may send
+# it again.
+UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError, TimeoutError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InsufficientResourcesError,
+    # A pooled connection cut by the server's death in the middle of an operation refuses the
+    # next one this way before the pool notices it is gone.
+    asyncpg.exceptions.InternalClientError)
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    return isinstance(exc, UNAVAILABLE_ERRORS)
 
 
 async def in_transaction(pool: asyncpg.Pool, work: Callable[[Conn], Awaitable[T]],
