@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -19,6 +20,7 @@ from jobs import (
 )
 from jobs.metrics import JOB_RUNS, JOB_SECONDS
 from knowledge.runtime import Runtime
+from knowledge.store import job_runs
 
 log = logging.getLogger(__name__)
 
@@ -34,31 +36,49 @@ JOBS: dict[str, Callable[[Runtime], Awaitable[str]]] = {
 
 
 async def run_job(rt: Runtime, name: str) -> str:
-    """Run one job now (the CLI's `jobs run`)."""
+    """Run one job now (the CLI's `jobs run`), recorded as a run of its own."""
     try:
         job = JOBS[name]
     except KeyError:
         raise SystemExit(f"unknown job {name!r}; jobs: {', '.join(sorted(JOBS))}") from None
-    with JOB_SECONDS.labels(job=name).time():
-        result = await job(rt)
+    run_id = await job_runs.record_manual(rt.pool, name)
+    try:
+        with JOB_SECONDS.labels(job=name).time():
+            result = await job(rt)
+    except Exception as exc:
+        JOB_RUNS.labels(job=name, outcome="failed").inc()
+        await job_runs.finish(rt.pool, run_id, False, f"{type(exc).__name__}: {exc}")
+        raise
     JOB_RUNS.labels(job=name, outcome="ok").inc()
+    await job_runs.finish(rt.pool, run_id, True, result)
     return result
 
 
 def start_scheduler(rt: Runtime) -> AsyncIOScheduler:
     scheduler = AsyncIOScheduler()
 
-    async def guarded(name: str) -> None:
+    async def guarded(name: str, seconds: float) -> None:
+        run_id: int | None = None
         started = time.perf_counter()
         try:
-            await JOBS[name](rt)
-        except Exception:
+            # With several processes on one database, the first to claim the tick runs it.
+            run_id = await job_runs.claim_tick(rt.pool, name, seconds)
+            if run_id is None:
+                return
+            result = await JOBS[name](rt)
+        except Exception as exc:
             JOB_RUNS.labels(job=name, outcome="failed").inc()
             log.exception("job %s failed; it will run again at its next time", name)
+            if run_id is not None:
+                with contextlib.suppress(Exception):  # the database may be what failed
+                    await job_runs.finish(rt.pool, run_id, False,
+                                          f"{type(exc).__name__}: {exc}")
         else:
             JOB_RUNS.labels(job=name, outcome="ok").inc()
+            await job_runs.finish(rt.pool, run_id, True, result)
         finally:
-            JOB_SECONDS.labels(job=name).observe(time.perf_counter() - started)
+            if run_id is not None:
+                JOB_SECONDS.labels(job=name).observe(time.perf_counter() - started)
 
     s = rt.settings
     # reembed runs only when asked (after a change of model).
@@ -69,7 +89,7 @@ def start_scheduler(rt: Runtime) -> AsyncIOScheduler:
              retention.NAME: s.retention_interval_seconds,
              transcript_pairs.NAME: s.transcript_pairs_interval_seconds}
     for name, seconds in every.items():
-        scheduler.add_job(guarded, "interval", args=[name], seconds=seconds, id=name,
+        scheduler.add_job(guarded, "interval", args=[name, seconds], seconds=seconds, id=name,
                           max_instances=1, coalesce=True)
     scheduler.start()
     return scheduler
