@@ -1,4 +1,4 @@
-"""The `learnkb` command: serve, worker, migrate, shops, keys, knowledge, ingest, demo, jobs."""
+"""The `learnkb` command: serve, worker, migrate, backup, restore, shops, keys, knowledge, jobs."""
 
 from __future__ import annotations
 
@@ -141,6 +141,22 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace) -> None:
 
     applied = asyncio.run(main())
     print("applied: " + ", ".join(applied) if applied else "database is up to date")
+
+
+def _without_none(value: Any) -> dict[str, Any]:
+    return {k: v for k, v in _plain(value).items() if v is not None}
+
+
+def cmd_backup(settings: Settings, args: argparse.Namespace) -> None:
+    from knowledge.store.backup import backup
+
+    _print(_without_none(asyncio.run(backup(settings, Path(args.file)))))
+
+
+def cmd_restore(settings: Settings, args: argparse.Namespace) -> None:
+    from knowledge.store.backup import restore
+
+    _print(_without_none(asyncio.run(restore(settings, Path(args.file), force=args.force))))
 
 
 def cmd_shops(settings: Settings, args: argparse.Namespace) -> None:
@@ -316,6 +332,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("worker", help="run the batch jobs only").set_defaults(func=cmd_worker)
     sub.add_parser("migrate", help="apply pending migrations").set_defaults(func=cmd_migrate)
     sub.add_parser("demo", help="load the demo shop").set_defaults(func=cmd_demo)
+
+    bk = sub.add_parser("backup", help="dump the database to FILE (pg_dump, custom format)")
+    bk.add_argument("file")
+    bk.set_defaults(func=cmd_backup)
+    rs = sub.add_parser("restore", help="replace the database's content with FILE's backup, "
+                        "then migrate")
+    rs.add_argument("file")
+    rs.add_argument("--force", action="store_true",
+                    help="replace a database that already holds shops")
+    rs.set_defaults(func=cmd_restore)
 
     shops_p = sub.add_parser("shops", help="create and list shops")
     shops_sub = shops_p.add_subparsers(dest="shops_cmd", required=True)
