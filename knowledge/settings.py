@@ -50,9 +50,9 @@ class Settings:
     fts_common_lexeme_frequency: float = 0.02
     fallback_min_similarity: float = 0.3
 
-    # How long a verified API key is trusted before it is looked up again; a revocation made
-    # through this process applies at once, one made elsewhere within this many seconds.
-    auth_cache_seconds: float = 10.0
+    # How long a process trusts a key whose slow hash it verified before verifying it again;
+    # whether the key was revoked is asked on every request, so a revocation applies at once.
+    auth_cache_seconds: float = 300.0
 
     # Extra PII patterns to redact, as JSON: {"iban": "\\bDE\\d{20}\\b"}.
     redact_extra_patterns: str = ""

@@ -165,9 +165,17 @@ async def test_every_page_renders_the_shops_data_with_security_headers(
         "answer": "Two to four working days.", "reason": "carrier change"})
     item = await suggest(client, shop, "How long does delivery take to Austria?",
                          "Two to four working days, five to Austria.")
+    # A call with times and one without: an excerpt shows its times when it has them.
+    t1 = await client.post("/v1/transcripts", headers=shop.bot, json={"transcript": (
+        "Customer: Do you sell gift vouchers?\nAgent: Yes, from ten euros, in the shop.\n")})
+    assert t1.status_code == 201
+    await client.post("/v1/transcripts", headers=shop.bot, json={"format": "json", "transcript": (
+        '[{"speaker": "Customer", "text": "Can I return opened beans?", "start": 3, "end": 5},'
+        ' {"speaker": "Agent", "text": "No, only unopened bags.", "start": 6, "end": 8}]')})
     browser, _ = await sign_in(client, secret_of(shop.owner))
     pages = {
-        "/admin/queue": ["Austria", "<ins>", "Two to four working days"],
+        "/admin/queue": ["Austria", "<ins>", "Two to four working days",
+                         "Agent: Yes, from ten euros", "3–8 s"],
         f"/admin/queue/{item}": ["Austria"],
         "/admin/knowledge": ["How long does delivery take?"],
         f"/admin/knowledge/{entry}": ["carrier change", "<del>three", "<ins>four"],

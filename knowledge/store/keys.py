@@ -1,8 +1,11 @@
-"""API keys: made once and shown once, stored as a hash, looked up per request, revocable."""
+"""API keys: made once and shown once, stored as a slow salted hash (scrypt), verified in
+constant time, revocable at once."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import hmac
 import secrets
 import time
 from dataclasses import dataclass
@@ -16,6 +19,8 @@ from knowledge.errors import Forbidden, Invalid, NotFound, Unauthorized
 from knowledge.store.db import Queryable
 
 _KEY_PREFIX = "lkb_"
+# The public part of a key (shown in listings) by which its row is found.
+PREFIX_CHARS = 12
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,21 +44,32 @@ class NewKey:
 _COLUMNS = "id, shop_id, role, name, prefix, created_at, revoked_at, last_used_at"
 
 INSERT_KEY = f"""
-INSERT INTO api_keys (shop_id, role, name, prefix, key_hash, created_by)
-VALUES ($1, $2, $3, $4, $5, $6)
+INSERT INTO api_keys (shop_id, role, name, prefix, key_hash, key_salt, hash_kind, created_by)
+VALUES ($1, $2, $3, $4, $5, $6, 'scrypt', $7)
 RETURNING {_COLUMNS}
 """
-# last_used_at is touched at most once a minute, so busy keys do not contend on their row.
-LOOKUP_KEY = """
+# The keys that may be the one presented: found by their public prefix, told apart by hash.
+CANDIDATES = """
+SELECT id, role, shop_id, name, key_hash, key_salt, hash_kind FROM api_keys
+WHERE prefix = $1 AND revoked_at IS NULL
+"""
+# A key made before slow hashes, hashed again the new way on its first use.
+REHASH = """
+UPDATE api_keys SET key_hash = $2, key_salt = $3, hash_kind = 'scrypt'
+WHERE id = $1 AND hash_kind = 'sha256'
+"""
+# On every request, even when the key's hash was verified moments ago: a revocation made by
+# any process applies at once. last_used_at is touched at most once a minute, so busy keys do
+# not contend on their row.
+STILL_VALID = """
 WITH k AS (
-    SELECT id, role, shop_id, name, last_used_at FROM api_keys
-    WHERE key_hash = $1 AND revoked_at IS NULL
+    SELECT id, last_used_at FROM api_keys WHERE id = $1 AND revoked_at IS NULL
 ), touched AS (
     UPDATE api_keys SET last_used_at = now() FROM k
     WHERE api_keys.id = k.id
       AND (k.last_used_at IS NULL OR k.last_used_at < now() - interval '1 minute')
 )
-SELECT id, role, shop_id, name FROM k
+SELECT count(*) FROM k
 """
 SELECT_KEY = f"SELECT {_COLUMNS} FROM api_keys WHERE id = $1"
 SELECT_KEYS = f"""
@@ -68,9 +84,28 @@ RETURNING {_COLUMNS}
 """
 
 
+# scrypt at 16 MiB and about 40 ms a key: a stolen table gives nothing to test guesses against
+# cheaply (on top of keys being 256-bit random strings). Verified once per process per
+# AUTH_CACHE_SECONDS; revocation is checked on every request regardless.
+SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
+SALT_BYTES = 16
+
+
+def slow_hash(secret: str, salt: bytes) -> bytes:
+    return hashlib.scrypt(secret.encode(), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P,
+                          maxmem=64 * 1024 * 1024, dklen=32)
+
+
 def hash_secret(secret: str) -> bytes:
-    # Keys are 256-bit random strings, so a plain SHA-256 is enough: there is nothing to guess.
+    """A fast digest, only to find a secret in a process's own cache (never stored)."""
     return hashlib.sha256(secret.encode()).digest()
+
+
+def _matches(secret: str, row: asyncpg.Record) -> bool:
+    """Constant-time comparison of the presented secret with a stored hash."""
+    if row["hash_kind"] == "scrypt":
+        return hmac.compare_digest(slow_hash(secret, row["key_salt"]), row["key_hash"])
+    return hmac.compare_digest(hash_secret(secret), row["key_hash"])
 
 
 def _key(row: asyncpg.Record) -> ApiKey:
@@ -97,10 +132,11 @@ async def create_key(conn: Queryable, role: Role | str,
         raise Forbidden("an owner key may create bot keys for its own shop only")
     body = secrets.token_urlsafe(32)
     secret = f"{_KEY_PREFIX}{body}"
+    salt = secrets.token_bytes(SALT_BYTES)
+    digest = await asyncio.to_thread(slow_hash, secret, salt)
     try:
-        row = await conn.fetchrow(INSERT_KEY, shop_id, role.value, name, secret[:12],
-                                  hash_secret(secret),
-                                  created_by.key_id if created_by else None)
+        row = await conn.fetchrow(INSERT_KEY, shop_id, role.value, name, secret[:PREFIX_CHARS],
+                                  digest, salt, created_by.key_id if created_by else None)
     except asyncpg.ForeignKeyViolationError as exc:
         raise NotFound(f"no shop {shop_id}") from exc
     assert row is not None
@@ -108,19 +144,27 @@ async def create_key(conn: Queryable, role: Role | str,
 
 
 async def authenticate(conn: Queryable, secret: str | None) -> Principal:
+    """Verify a presented key against its stored hash (slow: about 40 ms, off the loop)."""
     if not secret:
         raise Unauthorized("an API key is required: send `Authorization: Bearer <key>`")
     if not secret.startswith(_KEY_PREFIX) or len(secret) > 200:
         raise Unauthorized("the API key is not valid")
-    row = await conn.fetchrow(LOOKUP_KEY, hash_secret(secret))
-    if row is None:
-        raise Unauthorized("the API key is not valid or was revoked")
-    return Principal(key_id=row["id"], role=Role(row["role"]), shop_id=row["shop_id"],
-                     name=row["name"])
+    for row in await conn.fetch(CANDIDATES, secret[:PREFIX_CHARS]):
+        if not await asyncio.to_thread(_matches, secret, row):
+            continue
+        if row["hash_kind"] == "sha256":
+            salt = secrets.token_bytes(SALT_BYTES)
+            await conn.execute(REHASH, row["id"],
+                               await asyncio.to_thread(slow_hash, secret, salt), salt)
+        await conn.fetchval(STILL_VALID, row["id"])  # marks it used
+        return Principal(key_id=row["id"], role=Role(row["role"]), shop_id=row["shop_id"],
+                         name=row["name"])
+    raise Unauthorized("the API key is not valid or was revoked")
 
 
 class KeyCache:
-    """Verified keys for a few seconds, so a busy bot's every request is not a key lookup."""
+    """Keys whose slow hash this process verified lately, so a busy bot's every request is not
+    a scrypt; whether each is still valid (not revoked) is asked on every request."""
 
     def __init__(self, ttl_seconds: float) -> None:
         self.ttl = ttl_seconds
@@ -133,7 +177,10 @@ class KeyCache:
         now = time.monotonic()
         hit = self._known.get(digest)
         if hit is not None and hit[1] > now:
-            return hit[0]
+            if await conn.fetchval(STILL_VALID, hit[0].key_id):
+                return hit[0]
+            del self._known[digest]
+            raise Unauthorized("the API key is not valid or was revoked")
         principal = await authenticate(conn, secret)
         if len(self._known) > 10_000:
             self._known.clear()
