@@ -37,6 +37,10 @@ SELECT coalesce(a.ab_test_variant, '') AS variant,
 FROM response_analytics AS a
 JOIN conversation_memory AS m ON m.id = a.conversation_id
 WHERE ($1::integer IS NULL OR a.shop_id = $1) AND a.created_at >= $2 AND a.created_at < $3
+  -- A turn and its analytics row are written together: bounding the turns by the same shop
+  -- and (a day either side of) the period lets both be read from their covering indexes.
+  AND ($1::integer IS NULL OR m.shop_id = $1)
+  AND m.created_at >= $2 - interval '1 day' AND m.created_at < $3 + interval '1 day'
 GROUP BY ROLLUP (coalesce(a.ab_test_variant, ''))
 """
 FEEDBACK_FIGURES = """
@@ -55,7 +59,8 @@ SELECT (SELECT count(*) FROM learning_queue
        (SELECT percentile_cont(0.5) WITHIN GROUP (
                    ORDER BY extract(epoch FROM applied_at - created_at))
         FROM learning_queue
-        WHERE ($1::integer IS NULL OR shop_id = $1) AND applied_at >= $2 AND applied_at < $3)
+        WHERE ($1::integer IS NULL OR shop_id = $1) AND applied_at >= $2 AND applied_at < $3
+          AND applied_at IS NOT NULL)
            AS signal_to_applied_p50_seconds
 """
 REVIEW_FIGURES = """
