@@ -10,6 +10,7 @@ from litestar.di import NamedDependency
 
 from knowledge.access import Action, Principal, Role, scope_shop
 from knowledge.errors import NotFound
+from knowledge.rate_limits import RateLimiter
 from knowledge.runtime import Runtime
 from knowledge.store import keys
 from knowledge.store.shops import Shop, ShopCache, get_shop
@@ -49,10 +50,26 @@ def key_cache_of(state: State) -> keys.KeyCache:
     return cache
 
 
+def rate_limiter_of(state: State) -> RateLimiter:
+    limiter = state.get("rate_limiter")
+    if not isinstance(limiter, RateLimiter):
+        limiter = RateLimiter()
+        state["rate_limiter"] = limiter
+    return limiter
+
+
 async def provide_principal(request: Request[Any, Any, Any]) -> Principal:
-    """The caller: every /v1 request carries an API key."""
+    """The caller: every /v1 request carries an API key, held to its shop's rate limit."""
     state = request.app.state
-    return await key_cache_of(state).authenticate(runtime_of(state).pool, _secret(request))
+    rt = runtime_of(state)
+    principal = await key_cache_of(state).authenticate(rt.pool, _secret(request))
+    rate = rt.settings.rate_limit_per_second
+    if principal.shop_id is not None:
+        rate = (await shop_cache_of(state).get(rt.pool, principal.shop_id)
+                ).rate_limit_per_second or rate
+    if principal.key_id is not None:
+        rate_limiter_of(state).take(principal.key_id, rate)
+    return principal
 
 
 async def resolve_shop(state: State, principal: Principal, action: Action,

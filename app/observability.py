@@ -76,8 +76,10 @@ class RuntimeCollector(Collector):
         cache = GaugeMetricFamily("learnkb_embedding_requests",
                                   "Question embeddings asked for, and served from the cache",
                                   labels=["served"])
-        cache.add_metric(["model"], rt.embedder.stats.requests - rt.embedder.stats.cache_hits)
+        cache.add_metric(["model"], rt.embedder.stats.requests - rt.embedder.stats.cache_hits
+                         - rt.embedder.stats.shed)
         cache.add_metric(["cache"], rt.embedder.stats.cache_hits)
+        cache.add_metric(["shed"], rt.embedder.stats.shed)
         yield cache
 
 

@@ -43,8 +43,8 @@ def learnkb_error(request: Request[Any, Any, Any], exc: LearnkbError) -> Respons
     # An extra member named like a problem's own (an item's "status") must not replace it.
     extra = {f"subject_{k}" if k in _RESERVED else k: v for k, v in exc.extra.items()}
     response = problem(request, exc.status, exc.title, exc.detail, **extra)
-    if exc.status == 503:
-        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    if exc.status in {429, 503}:
+        response.headers["Retry-After"] = str(exc.extra.get("retry_after") or RETRY_AFTER_SECONDS)
     return response
 
 

@@ -192,6 +192,9 @@ class ShopPatch(Struct, forbid_unknown_fields=True):
     # Days raw text is kept; send null to keep it for good.
     retention_days: Annotated[int, Meta(ge=1, le=36500)] | msgspec.UnsetType | None = (
         msgspec.UNSET)
+    # Requests per second per key of the shop; send null for the server's default.
+    rate_limit_per_second: (Annotated[float, Meta(ge=0.1, le=100000)] | msgspec.UnsetType
+                            | None) = msgspec.UNSET
 
 
 class ShopOut(Struct):
@@ -206,6 +209,7 @@ class ShopOut(Struct):
     created_at: datetime
     scope_strictness: float = 0.25
     retention_days: int | None = None
+    rate_limit_per_second: float | None = None
 
     @classmethod
     def of(cls, s: Shop) -> ShopOut:
@@ -216,7 +220,8 @@ class ShopOut(Struct):
                    dedup_question_similarity=round(s.dedup_question_similarity, 4),
                    dedup_answer_ratio=s.dedup_answer_ratio, created_at=s.created_at,
                    scope_strictness=round(s.scope_strictness, 4),
-                   retention_days=s.retention_days)
+                   retention_days=s.retention_days,
+                   rate_limit_per_second=s.rate_limit_per_second)
 
 
 class KeyIn(Struct, forbid_unknown_fields=True):

@@ -66,6 +66,21 @@ class Conflict(LearnkbError):
     title = "Conflict"
 
 
+class TooManyRequests(LearnkbError):
+    """A key sent more requests than its shop's rate limit allows; `retry_after` says when."""
+
+    status = 429
+    title = "Too many requests"
+
+
+class Overloaded(LearnkbError):
+    """More work is waiting than learnkb takes on at once: shed now rather than queue without
+    bound; `retry_after` says when to try again."""
+
+    status = 503
+    title = "Overloaded"
+
+
 class Unavailable(LearnkbError):
     """A dependency (database, model) is not ready."""
 

@@ -78,6 +78,11 @@ class Settings:
     session_idle_minutes: float = 60.0
     secure_cookies: bool = False
 
+    # Overload: requests per second each key may make (a burst of twice as many passes; a shop
+    # may set its own), and questions that may wait for the model before more are shed (503).
+    rate_limit_per_second: float = 500.0
+    embed_queue_max: int = 64
+
     # Limits on what callers may send.
     max_question_chars: int = 2_000
     max_answer_chars: int = 20_000

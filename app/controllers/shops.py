@@ -45,14 +45,15 @@ class ShopController(Controller):
     async def update(self, state: State, principal: Caller, shop_ref: ShopRef,
                      data: JSONBody[ShopPatch]) -> ShopOut:
         target = await resolve_shop(state, principal, Action.MANAGE_SHOPS, shop_ref)
-        retention = ({} if data.retention_days is msgspec.UNSET
-                     else {"retention_days": data.retention_days})
+        optional = {name: getattr(data, name)
+                    for name in ("retention_days", "rate_limit_per_second")
+                    if getattr(data, name) is not msgspec.UNSET}
         changed = await shops.update_shop(
             runtime_of(state).pool, target.id, name=data.name,
             auto_approve_threshold=data.auto_approve_threshold,
             answer_threshold=data.answer_threshold, options_threshold=data.options_threshold,
             dedup_question_similarity=data.dedup_question_similarity,
             dedup_answer_ratio=data.dedup_answer_ratio, scope_strictness=data.scope_strictness,
-            **retention)
+            **optional)
         shop_cache_of(state).forget(target.id)
         return ShopOut.of(changed)

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from knowledge.errors import Invalid, Unavailable
+from knowledge.errors import Invalid, Overloaded, Unavailable
 from knowledge.model.onnx_encoder import OnnxEncoder
 from knowledge.settings import Settings
 from knowledge.store.db import Vector
@@ -61,6 +61,8 @@ class EmbedStats:
     largest_batch: int = 0
     # How many batches of each size ran (for the Prometheus histogram of batch sizes).
     sizes: dict[int, int] = field(default_factory=dict)
+    # Questions refused because too many were already waiting for the model.
+    shed: int = 0
 
 
 @dataclass(slots=True)
@@ -238,6 +240,13 @@ class Embedder:
         if self._queue is None:
             await self.start()
         assert self._queue is not None
+        if self._queue.qsize() >= self.settings.embed_queue_max:
+            # Past what the model gets through in a few batches, a question would only wait
+            # longer: shed it now (503 with Retry-After) instead of queueing without bound.
+            self.stats.shed += 1
+            raise Overloaded(f"{self._queue.qsize()} questions are waiting for the model "
+                             f"(at most {self.settings.embed_queue_max}); try again shortly",
+                             limit=self.settings.embed_queue_max, retry_after=1)
         future: asyncio.Future[Vector] = asyncio.get_running_loop().create_future()
         await self._queue.put(_Pending(key, future))
         return await future

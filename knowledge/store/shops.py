@@ -32,11 +32,13 @@ class Shop:
     scope_strictness: float = 0.25
     # Days raw text (transcripts, conversation text) is kept; None keeps it.
     retention_days: int | None = None
+    # Requests per second per key; None: the server's default.
+    rate_limit_per_second: float | None = None
 
 
 _COLUMNS = ("id, slug, name, auto_approve_threshold, answer_threshold, options_threshold, "
             "created_at, dedup_question_similarity, dedup_answer_ratio, scope_strictness, "
-            "retention_days")
+            "retention_days, rate_limit_per_second")
 
 INSERT_SHOP = f"INSERT INTO shops (slug, name) VALUES ($1, $2) RETURNING {_COLUMNS}"
 SELECT_SHOP_BY_ID = f"SELECT {_COLUMNS} FROM shops WHERE id = $1"
@@ -50,7 +52,9 @@ UPDATE shops SET name = coalesce($2, name),
                  dedup_question_similarity = coalesce($6, dedup_question_similarity),
                  dedup_answer_ratio = coalesce($7, dedup_answer_ratio),
                  scope_strictness = coalesce($8, scope_strictness),
-                 retention_days = CASE WHEN $9::boolean THEN $10 ELSE retention_days END
+                 retention_days = CASE WHEN $9::boolean THEN $10 ELSE retention_days END,
+                 rate_limit_per_second = CASE WHEN $11::boolean THEN $12
+                                              ELSE rate_limit_per_second END
 WHERE id = $1
 RETURNING {_COLUMNS}
 """
@@ -135,9 +139,14 @@ async def update_shop(conn: Queryable, shop_id: int,
     if retention is not None and not 1 <= retention <= 36_500:
         raise Invalid("retention_days is between 1 and 36500 (or null to keep raw text)",
                       field="retention_days", minimum=1, maximum=36_500)
+    rate = changes.get("rate_limit_per_second")
+    if rate is not None and not 0.1 <= rate <= 100_000:
+        raise Invalid("rate_limit_per_second is between 0.1 and 100000 (or null for the "
+                      "server's default)", field="rate_limit_per_second", minimum=0.1,
+                      maximum=100_000)
     row = await conn.fetchrow(UPDATE_SHOP, shop_id, changes.get("name"), auto, answer, options,
                               similarity, ratio, strictness, "retention_days" in changes,
-                              retention)
+                              retention, "rate_limit_per_second" in changes, rate)
     assert row is not None
     return _shop(row)
 

@@ -1,0 +1,65 @@
+"""Past capacity learnkb sheds load quickly, with Retry-After: a key over its shop's rate limit
+gets 429, and questions beyond what the model can take on get 503."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+
+from app.factory import create_app
+from knowledge.runtime import Runtime
+from knowledge.settings import Settings
+from tests.conftest import ShopKeys, make_shop, serving
+
+
+async def test_a_key_over_its_shops_rate_limit_gets_429_and_other_keys_do_not(
+        client: httpx.AsyncClient, runtime: Runtime, admin: dict[str, str]) -> None:
+    slow, other = await make_shop(runtime, "limited"), await make_shop(runtime, "free")
+    r = await client.patch(f"/v1/shops/{slow.slug}", headers=admin,
+                           json={"rate_limit_per_second": 2})
+    assert r.status_code == 200 and r.json()["rate_limit_per_second"] == 2
+    bad = await client.patch(f"/v1/shops/{slow.slug}", headers=admin,
+                             json={"rate_limit_per_second": 0})
+    assert bad.status_code == 422
+    await asyncio.sleep(5.1)  # the shop cache picks the new limit up
+    statuses = [(await client.get("/v1/search", headers=slow.bot, params={"q": "hi"}))
+                for _ in range(8)]
+    codes = [s.status_code for s in statuses]
+    assert codes[:4] == [200] * 4 and 429 in codes, codes  # a burst of 2 s x 2/s passes
+    refused = next(s for s in statuses if s.status_code == 429)
+    assert int(refused.headers["retry-after"]) >= 1
+    assert refused.json()["limit"] == 2 and "2 requests per second" in refused.json()["detail"]
+    # The shop's owner key has a bucket of its own; another shop is not limited.
+    assert (await client.get("/v1/search", headers=slow.owner,
+                             params={"q": "hi"})).status_code == 200
+    for _ in range(8):
+        assert (await client.get("/v1/search", headers=other.bot,
+                                 params={"q": "hi"})).status_code == 200
+    await asyncio.sleep(1.1)  # refilled
+    assert (await client.get("/v1/search", headers=slow.bot,
+                             params={"q": "hi"})).status_code == 200
+    await client.patch(f"/v1/shops/{slow.slug}", headers=admin,
+                       json={"rate_limit_per_second": None})
+
+
+async def test_questions_beyond_the_models_queue_are_shed_with_503(
+        settings: Settings, runtime: Runtime, shop: ShopKeys) -> None:
+    small = settings.with_overrides(embed_queue_max=4, rate_limit_per_second=10_000)
+    runtime.settings, saved = small, runtime.settings
+    runtime.embedder.settings, saved_embed = small, runtime.embedder.settings
+    try:
+        async with serving(create_app(small, runtime=runtime)) as base, \
+                httpx.AsyncClient(base_url=base, timeout=60) as c:
+            replies = await asyncio.gather(*[
+                c.post("/v1/answer", headers=shop.bot,
+                       json={"question": f"distinct question number {n} about parcels?"})
+                for n in range(60)])
+    finally:
+        runtime.settings, runtime.embedder.settings = saved, saved_embed
+    codes = [r.status_code for r in replies]
+    assert set(codes) <= {200, 503}, codes
+    shed = [r for r in replies if r.status_code == 503]
+    assert shed and codes.count(200) >= 4, codes
+    assert all(r.headers["retry-after"] == "1" for r in shed)
+    assert "at most 4" in shed[0].json()["detail"]
