@@ -83,3 +83,43 @@ async def test_no_key_or_customer_pii_reaches_the_logs(
     for secret in (shop.owner["Authorization"], shop.bot["Authorization"]):
         assert secret.removeprefix("Bearer ") not in logged
     assert email not in logged and phone not in logged
+
+
+async def test_customer_pii_is_redacted_on_every_path_that_stores_text(
+        client: httpx.AsyncClient, runtime: Runtime, shop: ShopKeys) -> None:
+    from tests.test_conversations import _tables_holding
+
+    tag = secrets.token_hex(3)
+    email = f"pii.{tag}@example.org"
+    phone = f"+44 7700 9{int(tag, 16) % 100000:05d}"
+    card = "4111 1111 1111 1111"
+    pii = f"I am {email}, call {phone}, card {card}"
+    said = (await client.post("/v1/answer", headers=shop.bot, json={
+        "question": f"{pii}: where is my parcel?", "user_id": f"u-{tag}",
+        "conversation_id": f"c-{tag}"})).json()
+    await client.post("/v1/feedback", headers=shop.bot, json={
+        "turn_id": said["turn_id"], "type": "thumbs_down", "reason": pii})
+    await client.post("/v1/corrections", headers=shop.owner, json={
+        "turn_id": said["turn_id"], "corrected_answer": f"Sorry! {pii}", "context": pii})
+    await client.post("/v1/corrections", headers=shop.owner, json={
+        "question": f"{pii} refund?", "corrected_answer": "Within 14 days.",
+        "original_response": pii})
+    await client.post("/v1/knowledge/suggestions", headers=shop.owner, json={
+        "question": f"{pii}: gift wrap?", "answer": f"Yes. {pii}"})
+    await client.post("/v1/transcripts", headers=shop.bot, json={
+        "transcript": f"Customer: {pii}. Do you ship to Spain?\nAgent: Yes, {pii}.\n"})
+    await client.post("/v1/conversations/bulk", headers=shop.bot, json={"turns": [{
+        "turn_id": f"t-{tag}", "conversation_id": f"c2-{tag}", "user_id": f"u-{tag}",
+        "message": f"{pii} help?", "answer": f"We will call {phone}.", "confidence": 0.2}]})
+    await client.post("/v1/out-of-scope", headers=shop.owner, json={
+        "question": f"{pii} do you sell cars?", "redirect": f"Ask {email}"})
+    # The turn log writes after the answer; a feedback waits for its turn.
+    await client.post("/v1/feedback", headers=shop.bot, json={
+        "turn_id": said["turn_id"], "type": "thumbs_up"})
+    from jobs import embed_turns
+    await embed_turns.run(runtime)
+    for value in (email, phone, card, card.replace(" ", "")):
+        assert await _tables_holding(runtime, value) == set(), value
+    # The scan does see what was stored: the user id (not PII by itself) is everywhere.
+    assert {"conversation_memory.user_id"} <= await _tables_holding(
+        runtime, f"u-{tag}")
