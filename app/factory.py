@@ -31,7 +31,7 @@ from app.controllers.users import UserController
 from app.observability import RUNTIME, prometheus_config
 from app.observability import MetricsController as PrometheusMetrics
 from app.pages import pages_router, template_config
-from app.problems import EXCEPTION_HANDLERS
+from app.problems import EXCEPTION_HANDLERS, document_problems
 from knowledge.runtime import Runtime, open_runtime
 from knowledge.settings import Settings
 
@@ -76,7 +76,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None,
         middleware.append(prometheus_config().middleware)
         if not settings.metrics_port:  # otherwise `serve` exposes them on that port
             handlers.append(PrometheusMetrics)
-    return Litestar(
+    app = Litestar(
         route_handlers=handlers,
         middleware=middleware,
         dependencies={"principal": Provide(provide_principal)},
@@ -93,3 +93,5 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None,
         ),
         debug=False,
     )
+    document_problems(app)
+    return app
