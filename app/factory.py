@@ -14,6 +14,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 
 from app.auth import provide_principal
+from app.bodies import JsonRequest
 from app.controllers.answers import AnswerController
 from app.controllers.api_keys import KeyController
 from app.controllers.conversations import ConversationController
@@ -85,6 +86,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None,
         lifespan=[lifespan],
         state=State({"settings": settings}),
         request_max_body_size=settings.max_request_bytes,
+        request_class=JsonRequest,
         openapi_config=OpenAPIConfig(
             title="learnkb", version="0.1.0", path="/schema",
             description="A self-learning knowledge base for shops' customer-service bots. "
