@@ -14,6 +14,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 
 from app.auth import provide_principal
+from app.bodies import JsonRequest
 from app.controllers.answers import AnswerController
 from app.controllers.api_keys import KeyController
 from app.controllers.conversations import ConversationController
@@ -31,7 +32,7 @@ from app.controllers.users import UserController
 from app.observability import RUNTIME, prometheus_config
 from app.observability import MetricsController as PrometheusMetrics
 from app.pages import pages_router, template_config
-from app.problems import EXCEPTION_HANDLERS
+from app.problems import EXCEPTION_HANDLERS, document_problems
 from knowledge.runtime import Runtime, open_runtime
 from knowledge.settings import Settings
 
@@ -76,7 +77,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None,
         middleware.append(prometheus_config().middleware)
         if not settings.metrics_port:  # otherwise `serve` exposes them on that port
             handlers.append(PrometheusMetrics)
-    return Litestar(
+    app = Litestar(
         route_handlers=handlers,
         middleware=middleware,
         dependencies={"principal": Provide(provide_principal)},
@@ -85,6 +86,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None,
         lifespan=[lifespan],
         state=State({"settings": settings}),
         request_max_body_size=settings.max_request_bytes,
+        request_class=JsonRequest,
         openapi_config=OpenAPIConfig(
             title="learnkb", version="0.1.0", path="/schema",
             description="A self-learning knowledge base for shops' customer-service bots. "
@@ -93,3 +95,5 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None,
         ),
         debug=False,
     )
+    document_problems(app)
+    return app

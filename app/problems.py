@@ -6,8 +6,11 @@ import logging
 from typing import Any
 
 import asyncpg
-from litestar import MediaType, Request, Response
+import msgspec
+from litestar import Litestar, MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.handlers import HTTPRouteHandler
+from litestar.openapi import ResponseSpec
 
 from knowledge.errors import LearnkbError
 from knowledge.store.db import TRANSIENT_ERRORS, UNAVAILABLE_ERRORS
@@ -21,6 +24,21 @@ _SLUGS = {400: "bad-request", 401: "unauthorized", 403: "forbidden", 404: "not-f
           405: "method-not-allowed", 409: "conflict", 413: "content-too-large",
           415: "unsupported-media-type", 422: "invalid-input", 429: "too-many-requests",
           500: "internal-error", 503: "unavailable"}
+
+
+class Problem(msgspec.Struct):
+    """RFC 9457 problem details, as every error response of the API carries them."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str
+    # The limit that was exceeded, and the input field at fault, where there is one.
+    limit: int | None = None
+    field: str | None = None
+    # A validation failure's individual errors.
+    errors: list[dict[str, Any]] | None = None
 
 
 def problem(request: Request[Any, Any, Any], status: int, title: str, detail: str,
@@ -108,6 +126,39 @@ def unexpected_error(request: Request[Any, Any, Any], exc: Exception) -> Respons
                    "an unexpected error happened on our side and was logged")
 
 
+_DESCRIPTIONS = {
+    400: "The request is malformed (a body that is not JSON, a broken multipart form)",
+    401: "No API key, or one that is unknown or revoked",
+    403: "The key's role may not do this",
+    404: "Nothing of that id, or nothing the key's shop may see",
+    409: "The change contradicts the current state",
+    413: "The body is larger than the limit named in the problem",
+    415: "A media type or format learnkb cannot read",
+    422: "The input is invalid or out of range; the problem names the field and the limit",
+    503: "Busy or not ready: send the request again",
+}
+# Every API operation may fail with these; those that change something, also with these.
+_ANY_OPERATION: tuple[int, ...] = (400, 401, 403, 404, 422, 503)
+_WITH_BODY = (409, 413, 415)
+
+
+def document_problems(app: Litestar) -> None:
+    """Declare the problem responses of every API operation in the OpenAPI document (built
+    lazily, on its first request), instead of Litestar's default 400 of another shape."""
+    for route in app.routes:
+        for handler in getattr(route, "route_handlers", ()):
+            if not isinstance(handler, HTTPRouteHandler) or not route.path.startswith("/v1/"):
+                continue
+            statuses = _ANY_OPERATION
+            if handler.http_methods & {"POST", "PUT", "PATCH", "DELETE"}:
+                statuses += _WITH_BODY
+            handler.responses = {
+                **{status: ResponseSpec(Problem, description=_DESCRIPTIONS[status],
+                                        media_type=PROBLEM_JSON, generate_examples=False)
+                   for status in sorted(statuses)},
+                **(handler.responses or {})}
+
+
 EXCEPTION_HANDLERS: dict[Any, Any] = {
     LearnkbError: learnkb_error,
     ValidationException: validation_error,
@@ -118,4 +169,5 @@ EXCEPTION_HANDLERS: dict[Any, Any] = {
     Exception: unexpected_error,
 }
 
-__all__ = ["EXCEPTION_HANDLERS", "PROBLEM_JSON", "MediaType", "problem"]
+__all__ = ["EXCEPTION_HANDLERS", "PROBLEM_JSON", "MediaType", "Problem", "document_problems",
+           "problem"]

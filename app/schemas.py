@@ -14,7 +14,7 @@ from knowledge.learning.queue import QueueItem
 from knowledge.store.documents import Document, IngestResult
 from knowledge.store.entries import Entry
 from knowledge.store.keys import ApiKey
-from knowledge.store.shops import Shop
+from knowledge.store.shops import SLUG, Shop
 
 # Hard caps that bound parsing work; the tighter, configurable limits are checked in knowledge/.
 Text = Annotated[str, Meta(max_length=100_000)]
@@ -177,7 +177,8 @@ class IngestOut(Struct):
 
 
 class ShopIn(Struct, forbid_unknown_fields=True):
-    slug: Annotated[str, Meta(min_length=1, max_length=63)]
+    # Documented; knowledge checks it whole and says what a slug is.
+    slug: Annotated[str, Meta(min_length=1, max_length=63, pattern=SLUG.pattern)]
     name: Annotated[str, Meta(min_length=1, max_length=200)]
 
 

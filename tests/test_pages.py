@@ -251,7 +251,8 @@ async def test_an_admin_picks_a_shop_or_sees_all(
     await suggest(client, a, "Alpha question about opening hours?", "Alpha answer.")
     await suggest(client, b, "Beta question about opening hours?", "Beta answer.")
     browser, csrf = await sign_in(client, secret_of(admin))
-    everything = await browser.get("/admin/queue", params={"status": ""})
+    # Newest first: the all-shops queue holds every earlier test's items too.
+    everything = await browser.get("/admin/queue", params={"status": "", "sort": "newest"})
     assert "Alpha question" in everything.text and "Beta question" in everything.text
     assert (await browser.get("/admin/knowledge")).status_code == 422  # pick a shop first
     r = await browser.post("/admin/shop", data={"_csrf": csrf, "shop": a.slug})
@@ -335,4 +336,22 @@ async def test_the_try_page_asks_as_the_bot_and_files_real_signals(
     bad = await browser.post("/admin/try/feedback", data={
         "_csrf": csrf, "turn_id": "nope", "verdict": "down"})
     assert bad.status_code == 422
+    await browser.aclose()
+
+
+async def test_a_calls_pair_without_times_renders_in_the_queue(client: httpx.AsyncClient,
+                                                               shop: ShopKeys) -> None:
+    """A plain-text call has no times: its pair's signal carries an excerpt without `start`,
+    which the queue page formatted as a number (a 500 for every page that listed it)."""
+    call = ("Agent: Good morning, Brew & Co.\nCustomer: Do you repair grinders?\n"
+            "Agent: Yes, grinder repairs take about a week in our workshop.\n")
+    made = await client.post("/v1/transcripts", headers=shop.bot, json={"transcript": call})
+    assert made.status_code == 201, made.text
+    queued = [q for q in made.json()["queued"] if q.get("item_id")]
+    assert queued, made.json()
+    browser, _ = await sign_in(client, secret_of(shop.owner))
+    for url in ("/admin/queue", f"/admin/queue/{queued[0]['item_id']}"):
+        r = await browser.get(url)
+        assert r.status_code == 200, (url, r.text[:500])
+        assert "grinder repairs take about a week" in r.text and " s</span>" not in r.text
     await browser.aclose()

@@ -10,7 +10,7 @@ from litestar.datastructures import State
 from litestar.params import JSONBody, QueryParameter
 
 from app.auth import Caller, resolve_shop, runtime_of
-from app.controllers.params import ShopParam
+from app.controllers.params import MAX_QUERY_CHARS, ShopParam
 from app.observability import ANSWERS
 from app.schemas import AnswerIn, AnswerOut, SearchOut, SourceOut
 from knowledge.access import Action
@@ -43,7 +43,7 @@ class AnswerController(Controller):
 
     @get("/search", summary="Rank a shop's knowledge for a query, without composing an answer")
     async def search(self, state: State, principal: Caller,
-                     q: Annotated[str, QueryParameter(min_length=1, max_length=100_000)],
+                     q: Annotated[str, QueryParameter(min_length=1, max_length=MAX_QUERY_CHARS)],
                      limit: Annotated[int, QueryParameter(ge=1, le=50)] = 10,
                      shop: ShopParam = None) -> SearchOut:
         rt = runtime_of(state)

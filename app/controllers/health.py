@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from litestar import Controller, Response, get
 from litestar.datastructures import State
+from litestar.openapi import ResponseSpec
 
 from app.schemas import Health
 from knowledge.answering.turn_log import turn_log_of
@@ -21,7 +22,8 @@ class HealthController(Controller):
     async def health(self) -> Health:
         return Health(status="ok")
 
-    @get("/ready", summary="The database answers, the model is loaded, the turn log keeps up")
+    @get("/ready", summary="The database answers, the model is loaded, the turn log keeps up",
+         responses={503: ResponseSpec(Health, description="Not ready; the checks say why")})
     async def ready(self, state: State) -> Response[Health]:
         checks: dict[str, str] = {}
         rt = state.get("runtime")

@@ -10,6 +10,10 @@ from litestar.params import QueryParameter
 # 2**63 named a query argument, not what the caller may send.
 MAX_OFFSET = 1_000_000
 
+# Text sent in a query string (a search) travels in the URL, which the HTTP server caps at 64 KiB;
+# percent-encoded, a character takes up to 12 bytes. Longer text goes in a body.
+MAX_QUERY_CHARS = 4_000
+
 ShopParam = Annotated[str | None, QueryParameter(max_length=63,
                                             description="shop id or slug (admin keys only)")]
 Offset = Annotated[int, QueryParameter(ge=0, le=MAX_OFFSET)]

@@ -10,7 +10,7 @@ from litestar.datastructures import State
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from app.auth import Caller, resolve_shop, runtime_of
-from app.controllers.params import Offset, ShopParam
+from app.controllers.params import MAX_QUERY_CHARS, Offset, ShopParam
 from app.intake_schemas import TranscriptIn, TranscriptOut, TranscriptPage
 from knowledge.access import Action
 from knowledge.intake import transcripts
@@ -41,7 +41,7 @@ class TranscriptController(Controller):
     @get("/", summary="The shop's transcripts, newest first, or nearest in meaning to q")
     async def list_transcripts(
             self, state: State, principal: Caller, shop: ShopParam = None,
-            q: Annotated[str | None, QueryParameter(max_length=100_000)] = None,
+            q: Annotated[str | None, QueryParameter(max_length=MAX_QUERY_CHARS)] = None,
             sentiment: Annotated[str | None, QueryParameter(max_length=20)] = None,
             needs_review: FromQuery[bool | None] = None,
             limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,

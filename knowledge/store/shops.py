@@ -13,6 +13,8 @@ import asyncpg
 from knowledge.errors import Conflict, Invalid, NotFound
 from knowledge.store.db import Queryable
 
+# As the table's CHECK has it. Matched whole (fullmatch): `$` also matches before a final
+# newline, so "shop\n" passed here and the CHECK refused it, a 500.
 SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 
 
@@ -71,7 +73,7 @@ def _shop(row: asyncpg.Record) -> Shop:
 
 
 def validate_slug(slug: str) -> str:
-    if not SLUG.match(slug):
+    if not SLUG.fullmatch(slug):
         raise Invalid("a shop slug is 1-63 lowercase letters, digits or dashes, starting with a "
                       "letter or digit", field="slug", value=slug)
     return slug
