@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from litestar import Request
 from litestar.datastructures import State
@@ -15,6 +16,8 @@ from knowledge.runtime import Runtime
 from knowledge.store import keys
 from knowledge.store.shops import Shop, ShopCache, get_shop
 
+T = TypeVar("T")
+
 # The authenticated caller, as a handler parameter.
 Caller = NamedDependency[Principal]
 
@@ -25,12 +28,17 @@ def runtime_of(state: State) -> Runtime:
     return rt
 
 
+def _held(state: State, name: str, kind: type[T], make: Callable[[], T]) -> T:
+    """One object of `kind` per app, made on first use and kept in its state."""
+    value = state.get(name)
+    if not isinstance(value, kind):
+        value = make()
+        state[name] = value
+    return value
+
+
 def shop_cache_of(state: State) -> ShopCache:
-    cache = state.get("shop_cache")
-    if not isinstance(cache, ShopCache):
-        cache = ShopCache()
-        state["shop_cache"] = cache
-    return cache
+    return _held(state, "shop_cache", ShopCache, ShopCache)
 
 
 def _secret(request: Request[Any, Any, Any]) -> str | None:
@@ -43,19 +51,12 @@ def _secret(request: Request[Any, Any, Any]) -> str | None:
 
 
 def key_cache_of(state: State) -> keys.KeyCache:
-    cache = state.get("key_cache")
-    if not isinstance(cache, keys.KeyCache):
-        cache = keys.KeyCache(runtime_of(state).settings.auth_cache_seconds)
-        state["key_cache"] = cache
-    return cache
+    return _held(state, "key_cache", keys.KeyCache,
+                 lambda: keys.KeyCache(runtime_of(state).settings.auth_cache_seconds))
 
 
 def rate_limiter_of(state: State) -> RateLimiter:
-    limiter = state.get("rate_limiter")
-    if not isinstance(limiter, RateLimiter):
-        limiter = RateLimiter()
-        state["rate_limiter"] = limiter
-    return limiter
+    return _held(state, "rate_limiter", RateLimiter, RateLimiter)
 
 
 async def provide_principal(request: Request[Any, Any, Any]) -> Principal:

@@ -49,8 +49,13 @@ async def database(own_postgres: OwnPostgres) -> AsyncIterator[str]:  # noqa: F8
     yield await ensure_database(own_postgres.admin_uri, "jobs")
 
 
-async def _runtime(url: str, tmp_path: Path) -> Runtime:
-    return await open_runtime(Settings(database_url=url, data_dir=tmp_path, run_jobs=False))
+async def _new_shop(url: str, tmp_path: Path, prefix: str) -> shops.Shop:
+    """A shop in the test's own database (its migrations applied on the way)."""
+    rt = await open_runtime(Settings(database_url=url, data_dir=tmp_path, run_jobs=False))
+    try:
+        return await shops.create_shop(rt.pool, f"{prefix}-{uuid.uuid4().hex[:6]}", prefix)
+    finally:
+        await rt.close()
 
 
 @pytest.fixture
@@ -89,9 +94,7 @@ async def _wait_for(conn: asyncpg.Connection, query: str, *args: object) -> None
 
 async def test_apply_killed_mid_batch_then_run_again_applies_each_item_once(
         database: str, tmp_path: Path, models: Path, runtime: Runtime) -> None:
-    rt = await _runtime(database, tmp_path)
-    shop = await shops.create_shop(rt.pool, f"apply-{uuid.uuid4().hex[:6]}", "Apply")
-    await rt.close()
+    shop = await _new_shop(database, tmp_path, "apply")
     conn = await asyncpg.connect(database)
     try:
         await conn.execute(INSERT_APPROVED, shop.id, "KX", 1500)
@@ -122,9 +125,7 @@ async def test_apply_killed_mid_batch_then_run_again_applies_each_item_once(
 
 async def test_refresh_and_retention_killed_then_run_again_leave_whole_results(
         database: str, tmp_path: Path, models: Path, runtime: Runtime) -> None:
-    rt = await _runtime(database, tmp_path)
-    shop = await shops.create_shop(rt.pool, f"views-{uuid.uuid4().hex[:6]}", "Views")
-    await rt.close()
+    shop = await _new_shop(database, tmp_path, "views")
     conn = await asyncpg.connect(database)
     try:
         # 60,000 turns over 40 days, old ones past a 10-day retention.
@@ -171,9 +172,7 @@ async def test_refresh_and_retention_killed_then_run_again_leave_whole_results(
 
 async def test_two_processes_run_each_job_once_per_tick_and_apply_each_item_once(
         database: str, tmp_path: Path, models: Path, runtime: Runtime) -> None:
-    rt = await _runtime(database, tmp_path)
-    shop = await shops.create_shop(rt.pool, f"twins-{uuid.uuid4().hex[:6]}", "Twins")
-    await rt.close()
+    shop = await _new_shop(database, tmp_path, "twins")
     conn = await asyncpg.connect(database)
     env = _env(database, tmp_path / "workers", models, apply_interval_seconds="1",
                embed_turns_interval_seconds="1")
