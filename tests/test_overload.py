@@ -4,10 +4,14 @@ gets 429, and questions beyond what the model can take on get 503."""
 from __future__ import annotations
 
 import asyncio
+import time
+from typing import Any
 
 import httpx
+import pytest
 
 from app.factory import create_app
+from knowledge.model.embedding import Embedder
 from knowledge.runtime import Runtime
 from knowledge.settings import Settings
 from tests.conftest import ShopKeys, make_shop, serving
@@ -44,10 +48,18 @@ async def test_a_key_over_its_shops_rate_limit_gets_429_and_other_keys_do_not(
 
 
 async def test_questions_beyond_the_models_queue_are_shed_with_503(
-        settings: Settings, runtime: Runtime, shop: ShopKeys) -> None:
+        settings: Settings, runtime: Runtime, shop: ShopKeys,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     small = settings.with_overrides(embed_queue_max=4, rate_limit_per_second=10_000)
     runtime.settings, saved = small, runtime.settings
     runtime.embedder.settings, saved_embed = small, runtime.embedder.settings
+    encode = Embedder.encode_sync
+
+    def slow_model(self: Embedder, texts: list[str], worker: int = 0) -> list[Any]:
+        time.sleep(0.3)  # a model far slower than the questions arriving
+        return encode(self, texts, worker)
+
+    monkeypatch.setattr(Embedder, "encode_sync", slow_model)
     try:
         async with serving(create_app(small, runtime=runtime)) as base, \
                 httpx.AsyncClient(base_url=base, timeout=60) as c:
