@@ -60,17 +60,28 @@ def rate_limiter_of(state: State) -> RateLimiter:
 
 
 async def provide_principal(request: Request[Any, Any, Any]) -> Principal:
-    """The caller: every /v1 request carries an API key, held to its shop's rate limit."""
+    """The caller: every /v1 request carries an API key, held to its shop's rate limit. A key
+    seen lately is held to it before any database work, so a flood costs nothing."""
     state = request.app.state
     rt = runtime_of(state)
-    principal = await key_cache_of(state).authenticate(rt.pool, _secret(request))
+    cache, secret = key_cache_of(state), _secret(request)
+    known = cache.peek(secret)
+    if known is not None:
+        await _limit(state, known)
+    principal = await cache.authenticate(rt.pool, secret)
+    if known is None:
+        await _limit(state, principal)
+    return principal
+
+
+async def _limit(state: State, principal: Principal) -> None:
+    rt = runtime_of(state)
     rate = rt.settings.rate_limit_per_second
     if principal.shop_id is not None:
         rate = (await shop_cache_of(state).get(rt.pool, principal.shop_id)
                 ).rate_limit_per_second or rate
     if principal.key_id is not None:
         rate_limiter_of(state).take(principal.key_id, rate)
-    return principal
 
 
 async def resolve_shop(state: State, principal: Principal, action: Action,

@@ -13,6 +13,7 @@ from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 
+from app.admission import admission
 from app.auth import provide_principal
 from app.bodies import JsonRequest
 from app.controllers.answers import AnswerController
@@ -72,7 +73,8 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None,
         CalibrationController, OutOfScopeController, TranscriptController,
         ConversationController, UserController, FiguresController,
         *pages_router(settings)]
-    middleware: list[Any] = []
+    # First: a request refused for overload costs nothing else.
+    middleware: list[Any] = [admission(settings.max_in_flight)]
     if settings.metrics_enabled:
         middleware.append(prometheus_config().middleware)
         if not settings.metrics_port:  # otherwise `serve` exposes them on that port

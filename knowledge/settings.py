@@ -82,6 +82,9 @@ class Settings:
     # may set its own), and questions that may wait for the model before more are shed (503).
     rate_limit_per_second: float = 500.0
     embed_queue_max: int = 64
+    # Requests in progress at once (probes and static files aside); more are refused with 503
+    # at once, before any work.
+    max_in_flight: int = 48
 
     # Limits on what callers may send.
     max_question_chars: int = 2_000

@@ -75,3 +75,33 @@ async def test_questions_beyond_the_models_queue_are_shed_with_503(
     assert shed and codes.count(200) >= 4, codes
     assert all(r.headers["retry-after"] == "1" for r in shed)
     assert "at most 4" in shed[0].json()["detail"]
+
+
+async def test_requests_past_the_in_flight_bound_are_refused_at_once(
+        settings: Settings, runtime: Runtime, shop: ShopKeys,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    encode = Embedder.encode_sync
+
+    def slow_model(self: Embedder, texts: list[str], worker: int = 0) -> list[Any]:
+        time.sleep(0.5)
+        return encode(self, texts, worker)
+
+    monkeypatch.setattr(Embedder, "encode_sync", slow_model)
+    bounded = settings.with_overrides(max_in_flight=3, rate_limit_per_second=10_000)
+    async with serving(create_app(bounded, runtime=runtime)) as base, \
+            httpx.AsyncClient(base_url=base, timeout=60) as c:
+
+        async def ask(n: int) -> tuple[int, float, str]:
+            started = time.monotonic()
+            r = await c.post("/v1/answer", headers=shop.bot,
+                             json={"question": f"in flight question {n} about returns?"})
+            return r.status_code, time.monotonic() - started, r.headers.get("retry-after", "")
+
+        replies = await asyncio.gather(*[ask(n) for n in range(12)])
+        probe = await c.get("/ready")  # probes are never refused
+    refused = [r for r in replies if r[0] == 503]
+    assert sum(1 for r in replies if r[0] == 200) >= 3, replies
+    assert refused and all(r[2] == "1" for r in refused), replies
+    # Refused before any work: far sooner than one pass of the (slowed) model.
+    assert max(r[1] for r in refused) < 0.4, replies
+    assert probe.status_code == 200

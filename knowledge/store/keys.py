@@ -170,6 +170,11 @@ class KeyCache:
         self.ttl = ttl_seconds
         self._known: dict[bytes, tuple[Principal, float]] = {}
 
+    def peek(self, secret: str | None) -> Principal | None:
+        """Whose key this is, if verified lately: no database work, nothing decided."""
+        hit = self._known.get(hash_secret(secret)) if secret and self.ttl > 0 else None
+        return hit[0] if hit is not None and hit[1] > time.monotonic() else None
+
     async def authenticate(self, conn: Queryable, secret: str | None) -> Principal:
         if self.ttl <= 0 or not secret:
             return await authenticate(conn, secret)
