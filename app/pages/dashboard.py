@@ -8,6 +8,7 @@ from uuid import UUID
 
 from litestar import Controller, get
 from litestar.datastructures import State
+from litestar.params import FromQuery
 from litestar.response import Template
 from markupsafe import Markup
 
@@ -75,7 +76,8 @@ class DashboardPages(Controller):
     include_in_schema = False
 
     @get("/dashboard")
-    async def dashboard(self, state: State, page: PageOf, days: int = 30) -> Template:
+    async def dashboard(self, state: State, page: PageOf,
+                        days: FromQuery[int] = 30) -> Template:
         if days not in DAYS:
             raise Invalid(f"days is one of {', '.join(map(str, DAYS))}", field="days")
         pool = runtime_of(state).pool
@@ -93,8 +95,10 @@ class DashboardPages(Controller):
                           runtime_of(state).settings.metrics_refresh_seconds / 60))
 
     @get("/audit")
-    async def audit_trail(self, state: State, page: PageOf, action: str | None = None,
-                          subject: str | None = None, offset: int = 0) -> Template:
+    async def audit_trail(self, state: State, page: PageOf,
+                          action: FromQuery[str | None] = None,
+                          subject: FromQuery[str | None] = None,
+                          offset: FromQuery[int] = 0) -> Template:
         shop = page.need_shop()
         if not 0 <= offset <= MAX_OFFSET:
             raise Invalid(f"offset is 0 to {MAX_OFFSET}", field="offset", limit=MAX_OFFSET)

@@ -10,7 +10,7 @@ from uuid import UUID
 
 from litestar import Controller, Request, get, post
 from litestar.datastructures import State, UploadFile
-from litestar.params import FromPath
+from litestar.params import FromPath, FromQuery
 from litestar.response import Redirect, Template
 
 from app.auth import runtime_of
@@ -58,7 +58,8 @@ class KnowledgePages(Controller):
 
     @get("/")
     async def knowledge(self, request: Request[Any, Any, Any], state: State, page: PageOf,
-                        q: str | None = None, offset: int = 0) -> Template:
+                        q: FromQuery[str | None] = None,
+                        offset: FromQuery[int] = 0) -> Template:
         shop = page.need_shop()
         rt = runtime_of(state)
         if not 0 <= offset <= MAX_OFFSET:

@@ -9,7 +9,7 @@ from uuid import UUID
 
 from litestar import Controller, Request, get, post
 from litestar.datastructures import State
-from litestar.params import FromPath
+from litestar.params import FromPath, FromQuery
 from litestar.response import Redirect, Template
 
 from app.auth import runtime_of
@@ -83,10 +83,12 @@ class QueuePages(Controller):
     include_in_schema = False
 
     @get("/")
-    async def queue(self, state: State, page: PageOf, status: str | None = "pending",
-                    kind: str | None = None, source: str | None = None,
-                    priority: str | None = None, sort: str = "priority",
-                    conflict: bool | None = None, offset: int = 0) -> Template:
+    async def queue(self, state: State, page: PageOf,
+                    status: FromQuery[str | None] = "pending",
+                    kind: FromQuery[str | None] = None, source: FromQuery[str | None] = None,
+                    priority: FromQuery[str | None] = None, sort: FromQuery[str] = "priority",
+                    conflict: FromQuery[bool | None] = None,
+                    offset: FromQuery[int] = 0) -> Template:
         f = review.QueueFilter(status=_choice(status, STATUSES, "status"),
                                kind=_choice(kind, KINDS, "kind"),
                                source_type=_choice(source, SOURCES, "source"),

@@ -8,6 +8,7 @@ from typing import Any
 
 from litestar import Controller, Request, get, post
 from litestar.datastructures import Cookie, State
+from litestar.params import FromQuery
 from litestar.response import Redirect, Template
 
 from app.auth import runtime_of
@@ -54,7 +55,7 @@ class SignInPages(Controller):
 
     @get("/sign-in")
     async def sign_in_form(self, request: Request[Any, Any, Any],
-                           next: str | None = None) -> Template:
+                           next: FromQuery[str | None] = None) -> Template:
         return _sign_in_form(request, next_path=next)
 
     @post("/sign-in", status_code=303)
