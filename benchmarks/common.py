@@ -68,6 +68,13 @@ def write_report(out_dir: str, name: str, report: dict[str, Any]) -> None:
     print(json.dumps(report, indent=2))
 
 
+def publish(out_dir: str, name: str, report: dict[str, Any], summary: str) -> None:
+    """The figures as JSON (printed and kept), then their summary (printed and kept beside)."""
+    write_report(out_dir, f"{name}.json", report)
+    print(summary)
+    Path(out_dir, f"{name}.txt").write_text(summary + "\n")
+
+
 def data_dir(given: str | None) -> Path:
     return Path(given) if given else Path(tempfile.mkdtemp(prefix="learnkb-bench-"))
 

@@ -25,7 +25,6 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -39,10 +38,10 @@ from benchmarks.common import (
     cpu_seconds,
     cpu_snapshot,
     data_dir,
+    publish,
     questions,
     served,
     summary,
-    write_report,
 )
 from evaluation.instance import free_port, learnkb_command
 from jobs import embed_turns
@@ -490,6 +489,4 @@ if __name__ == "__main__":
         arguments.turns, arguments.transcripts = 10_000, 100
         arguments.entries = min(arguments.entries, 200)
     result = asyncio.run(main(arguments))
-    write_report(arguments.out, "intake_throughput.json", result)
-    print(human(result))
-    Path(arguments.out, "intake_throughput.txt").write_text(human(result) + "\n")
+    publish(arguments.out, "intake_throughput", result, human(result))

@@ -37,9 +37,9 @@ from benchmarks.common import (
     benchmark_parser,
     data_dir,
     percentile,
+    publish,
     questions,
     served,
-    write_report,
 )
 from benchmarks.intake_throughput import make_turns as chat_turns
 from benchmarks.intake_throughput import snapshot
@@ -581,6 +581,4 @@ if __name__ == "__main__":
         arguments.limit_seconds, arguments.warmup_seconds = 5, 2
         arguments.turns, arguments.pending = 50, 100
     result = asyncio.run(main(arguments))
-    write_report(arguments.out, "load.json", result)
-    print(human(result))
-    Path(arguments.out, "load.txt").write_text(human(result) + "\n")
+    publish(arguments.out, "load", result, human(result))

@@ -33,7 +33,6 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -47,9 +46,9 @@ from benchmarks.common import (
     benchmark_parser,
     data_dir,
     percentile,
+    publish,
     questions,
     served,
-    write_report,
 )
 from benchmarks.intake_throughput import cpu_since, snapshot
 from evaluation.instance import free_port
@@ -840,6 +839,4 @@ if __name__ == "__main__":
         arguments.turns = min(arguments.turns, 1_000)
         arguments.requests = min(arguments.requests, 5)
     result = asyncio.run(main(arguments))
-    write_report(arguments.out, "pages.json", result)
-    print(human(result))
-    Path(arguments.out, "pages.txt").write_text(human(result) + "\n")
+    publish(arguments.out, "pages", result, human(result))

@@ -36,7 +36,6 @@ import statistics
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -48,9 +47,9 @@ from benchmarks.common import (
     benchmark_parser,
     data_dir,
     percentile,
+    publish,
     questions,
     served,
-    write_report,
 )
 from evaluation.instance import free_port
 from knowledge.access import Role
@@ -407,7 +406,4 @@ if __name__ == "__main__":
         arguments.warmup = min(arguments.warmup, 5)
         arguments.rounds = min(arguments.rounds, 2)
     result = asyncio.run(main(arguments))
-    name = f"peer_llamaindex_{arguments.entries}"
-    write_report(arguments.out, f"{name}.json", result)
-    print(human(result))
-    Path(arguments.out, f"{name}.txt").write_text(human(result) + "\n")
+    publish(arguments.out, f"peer_llamaindex_{arguments.entries}", result, human(result))
