@@ -29,8 +29,7 @@ from app.schemas import (
     RejectIn,
 )
 from knowledge.access import Action, Principal, Role
-from knowledge.errors import Invalid, LearnkbError
-from knowledge.learning import out_of_scope, review
+from knowledge.learning import bulk, out_of_scope, review
 from knowledge.learning.dedup import compare_questions
 from knowledge.store import audit
 
@@ -134,28 +133,12 @@ class QueueController(Controller):
                   "(with a redirect) many items")
     async def bulk(self, state: State, principal: Caller, data: JSONBody[BulkIn],
                    shop: ShopParam = None) -> list[BulkResult]:
-        rt = runtime_of(state)
         shop_id = await _scope(state, principal, shop)
-        if data.action == "merge" and data.into is None:
-            raise Invalid("a bulk merge names the item to merge into", field="into")
-        results = []
-        for item_id in dict.fromkeys(data.ids):
-            try:
-                if data.action == "approve":
-                    item = await review.approve(rt, shop_id, item_id, principal)
-                elif data.action == "reject":
-                    item = await review.reject(rt, shop_id, item_id, principal,
-                                               data.reason or "")
-                elif data.action == "out_of_scope":
-                    item, _ = await out_of_scope.mark_item(rt, shop_id, item_id, principal,
-                                                           data.redirect, data.reason)
-                else:
-                    assert data.into is not None
-                    item = await review.merge(rt, shop_id, item_id, data.into, principal)
-                results.append(BulkResult(item_id, True, status=item.status))
-            except LearnkbError as exc:
-                results.append(BulkResult(item_id, False, error=exc.detail))
-        return results
+        outcomes = await bulk.act_on_many(runtime_of(state), shop_id, data.ids, data.action,
+                                          principal, reason=data.reason,
+                                          redirect=data.redirect, into=data.into)
+        return [BulkResult(o.id, True, status=o.item.status) if o.item is not None
+                else BulkResult(o.id, False, error=o.error) for o in outcomes]
 
 
 class AuditController(Controller):

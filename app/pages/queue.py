@@ -15,8 +15,8 @@ from litestar.response import Redirect, Template
 from app.auth import runtime_of
 from app.pages.diff import Piece, word_diff
 from app.pages.web import MAX_IDS, Page, PageOf, back_to, is_htmx, render, text_field
-from knowledge.errors import Invalid, LearnkbError
-from knowledge.learning import out_of_scope, review
+from knowledge.errors import Invalid
+from knowledge.learning import bulk, out_of_scope, review
 from knowledge.learning.queue import KINDS, SOURCES, QueueItem
 from knowledge.learning.review import PRIORITIES, SORTS, STATUSES, ReviewView
 from knowledge.store.db import Queryable
@@ -180,8 +180,8 @@ class QueuePages(Controller):
         every changed item is redrawn in place."""
         form = await request.form()
         rt = runtime_of(state)
-        action = _choice(text_field(form, "action", required=True, limit=20),
-                         ("approve", "reject", "out_of_scope", "merge"), "action")
+        action = _choice(text_field(form, "action", required=True, limit=20), bulk.ACTIONS,
+                         "action")
         ids = list(dict.fromkeys(_item_id(v) for v in form.getall("ids", [])))
         if not ids:
             raise Invalid("select at least one item", field="ids")
@@ -192,32 +192,23 @@ class QueuePages(Controller):
         into = _item_id(into_text) if action == "merge" and into_text else None
         if action == "reject" and not reason:
             raise Invalid("a rejection needs a reason", field="reason")
-        if action == "merge" and into is None:
-            raise Invalid("a merge names the item to merge into", field="into")
-        done, failed = [], []
-        actor, shop_id = page.session.principal, _shop_id(page)
-        for item_id in ids:
-            try:
-                if action == "approve":
-                    await review.approve(rt, shop_id, item_id, actor)
-                elif action == "reject":
-                    await review.reject(rt, shop_id, item_id, actor, reason or "")
-                elif action == "out_of_scope":
-                    await out_of_scope.mark_item(rt, shop_id, item_id, actor, reason, None)
-                else:
-                    assert into is not None
-                    await review.merge(rt, shop_id, item_id, into, actor)
-                done.append(item_id)
-            except LearnkbError as exc:
-                failed.append(f"{item_id}: {exc.detail}")
+        shop_id = _shop_id(page)
+        # The form's one text field is a rejection's reason or, out of scope, the redirect.
+        outcomes = await bulk.act_on_many(
+            rt, shop_id, ids, action or "", page.session.principal,
+            reason=None if action == "out_of_scope" else reason,
+            redirect=reason if action == "out_of_scope" else None, into=into)
         if not is_htmx(request):
             return back_to(request, "/admin/queue")
-        items = await review.with_knowledge(rt.pool, [
-            await review.get_any(rt.pool, shop_id, i) for i in done + ([into] if into else [])])
+        done = [o.item for o in outcomes if o.item is not None]
+        failed = [f"{o.id}: {o.error}" for o in outcomes if o.item is None]
         message = f"{len(done)} item{'' if len(done) == 1 else 's'} done" + (
             f"; {len(failed)} not: " + "; ".join(failed) if failed else ".")
-        return render(page, "_bulk_done.html", views=await item_views(rt.pool, items),
-                      message=message, level="error" if failed else "ok")
+        if into is not None:  # the item merged into changed too
+            done.append(await review.get_any(rt.pool, shop_id, into))
+        views = await item_views(rt.pool, await review.with_knowledge(rt.pool, done))
+        return render(page, "_bulk_done.html", views=views, message=message,
+                      level="error" if failed else "ok")
 
 
 def _item_id(value: object) -> UUID:
