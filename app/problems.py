@@ -126,6 +126,17 @@ def unexpected_error(request: Request[Any, Any, Any], exc: Exception) -> Respons
                    "an unexpected error happened on our side and was logged")
 
 
+def as_problem(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    """The problem response the API gives for `exc`: the handler of its closest class, as
+    Litestar picks it (the review pages show the same verdict as a page)."""
+    for kind in type(exc).__mro__:
+        handler = EXCEPTION_HANDLERS.get(kind)
+        if handler is not None:
+            response: Response[Any] = handler(request, exc)
+            return response
+    return unexpected_error(request, exc)
+
+
 _DESCRIPTIONS = {
     400: "The request is malformed (a body that is not JSON, a broken multipart form)",
     401: "No API key, or one that is unknown or revoked",

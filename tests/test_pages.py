@@ -355,3 +355,22 @@ async def test_a_calls_pair_without_times_renders_in_the_queue(client: httpx.Asy
         assert r.status_code == 200, (url, r.text[:500])
         assert "grinder repairs take about a week" in r.text and " s</span>" not in r.text
     await browser.aclose()
+
+
+async def test_a_page_says_when_the_database_is_away_as_the_api_does(
+        client: httpx.AsyncClient, shop: ShopKeys, monkeypatch: pytest.MonkeyPatch) -> None:
+    from knowledge.learning import review
+
+    browser, _ = await sign_in(client, secret_of(shop.owner))
+
+    async def away(*args: object, **kwargs: object) -> None:
+        raise ConnectionRefusedError("the database went away")
+
+    monkeypatch.setattr(review, "list_items", away)
+    page = await browser.get("/admin/queue")
+    api = await client.get("/v1/queue", headers=shop.owner)
+    assert page.status_code == api.status_code == 503
+    assert page.headers["retry-after"] == api.headers["retry-after"]
+    assert page.headers["content-type"].startswith("text/html")
+    assert "nothing of this request was stored" in page.text
+    await browser.aclose()

@@ -2,27 +2,22 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-import asyncpg
 from litestar import Request, Response
 from litestar.datastructures import FormMultiDict
 from litestar.di import NamedDependency
-from litestar.exceptions import HTTPException, NotFoundException, ValidationException
 from litestar.response import Redirect, Template
 
 from app.auth import runtime_of, shop_cache_of
+from app.problems import as_problem
 from knowledge.access import Role
-from knowledge.errors import Forbidden, Invalid, LearnkbError, Unauthorized
+from knowledge.errors import Forbidden, Invalid, Unauthorized
 from knowledge.store import shops, web_sessions
-from knowledge.store.db import TRANSIENT_ERRORS, is_unavailable
 from knowledge.store.shops import Shop
 from knowledge.store.web_sessions import WebSession
-
-log = logging.getLogger(__name__)
 
 SESSION_COOKIE = "learnkb_session"
 # Before sign-in there is no session to hold a CSRF token: the sign-in form's token is
@@ -178,30 +173,13 @@ def page_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]
         if is_htmx(request):
             return page_headers(Response(b"", status_code=200, headers={"HX-Redirect": target}))
         return page_headers(Redirect(target, status_code=303))
-    if isinstance(exc, LearnkbError):
-        if exc.status >= 500:
-            log.error("%s: %s", type(exc).__name__, exc.detail)
-        return _error_page(request, exc.status, exc.title, exc.detail)
-    if isinstance(exc, asyncpg.exceptions.DataError):
-        return _error_page(request, 422, "Invalid input", f"a value cannot be stored: {exc}")
-    if is_unavailable(exc):
-        response = _error_page(request, 503, "Service unavailable", "the database is not "
-                               "reachable right now and nothing was saved; try again shortly")
-        response.headers["Retry-After"] = "2"
-        return response
-    if isinstance(exc, TRANSIENT_ERRORS):
-        response = _error_page(request, 503, "Busy", "concurrent changes collided and this "
-                               "one was not saved; send it again")
-        response.headers["Retry-After"] = "1"
-        return response
-    if isinstance(exc, ValidationException):
-        return _error_page(request, 422, "Invalid input", exc.detail or "the request is not "
-                           "valid")
-    if isinstance(exc, NotFoundException):
-        return _error_page(request, 404, "Not found", "there is no such page")
-    if isinstance(exc, HTTPException):
-        return _error_page(request, exc.status_code, "Error", exc.detail or "error")
-    log.exception("page %s %s failed", request.method, request.url.path, exc_info=exc)
-    return _error_page(request, 500, "Internal error", "something went wrong on our side; "
-                       "it was logged")
+    # The same verdict, status, detail and Retry-After as the API gives, shown as a page.
+    verdict = as_problem(request, exc)
+    body = verdict.content if isinstance(verdict.content, dict) else {}
+    response = _error_page(request, verdict.status_code or 500, str(body.get("title", "Error")),
+                           str(body.get("detail", "error")))
+    retry = verdict.headers.get("Retry-After")
+    if retry is not None:
+        response.headers["Retry-After"] = retry
+    return response
 
