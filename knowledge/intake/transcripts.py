@@ -70,10 +70,7 @@ WHERE id = $1
 UNFINISHED = """
 SELECT id, shop_id, sentiment, needs_review, learning_insights
 FROM voice_transcripts
-WHERE created_at < now() - make_interval(secs => $1)
-  AND jsonb_array_length(coalesce(learning_insights -> 'queued', '[]'::jsonb))
-      < jsonb_array_length(coalesce(learning_insights -> 'pairs', '[]'::jsonb))
-        + jsonb_array_length(coalesce(learning_insights -> 'unanswered', '[]'::jsonb))
+WHERE drafts_pending > 0 AND created_at < now() - make_interval(secs => $1)
 ORDER BY created_at
 LIMIT $2
 """
