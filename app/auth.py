@@ -14,6 +14,7 @@ from knowledge.errors import NotFound
 from knowledge.rate_limits import RateLimiter
 from knowledge.runtime import Runtime
 from knowledge.store import keys
+from knowledge.store.key_revocations import Revocations
 from knowledge.store.shops import Shop, ShopCache, get_shop
 
 T = TypeVar("T")
@@ -50,9 +51,15 @@ def _secret(request: Request[Any, Any, Any]) -> str | None:
     return request.headers.get("x-api-key")
 
 
+def revocations_of(rt: Runtime) -> Revocations:
+    """The process's listener for revoked keys, shared by every app on this runtime."""
+    return rt.helper("key_revocations", Revocations, lambda: Revocations(rt.database_url))
+
+
 def key_cache_of(state: State) -> keys.KeyCache:
     return _held(state, "key_cache", keys.KeyCache,
-                 lambda: keys.KeyCache(runtime_of(state).settings.auth_cache_seconds))
+                 lambda: keys.KeyCache(runtime_of(state).settings.auth_cache_seconds,
+                                       revocations_of(runtime_of(state))))
 
 
 def rate_limiter_of(state: State) -> RateLimiter:

@@ -17,6 +17,7 @@ import asyncpg
 from knowledge.access import Principal, Role
 from knowledge.errors import Forbidden, Invalid, NotFound, Unauthorized
 from knowledge.store.db import Queryable
+from knowledge.store.key_revocations import Revocations
 
 _KEY_PREFIX = "lkb_"
 # The public part of a key (shown in listings) by which its row is found.
@@ -71,6 +72,9 @@ WITH k AS (
 )
 SELECT count(*) FROM k
 """
+# How long a cached key goes without asking the database even while revocations are pushed:
+# the same minute that bounds how stale last_used_at may be.
+TOUCH_SECONDS = 60.0
 SELECT_KEY = f"SELECT {_COLUMNS} FROM api_keys WHERE id = $1"
 SELECT_KEYS = f"""
 SELECT {_COLUMNS} FROM api_keys
@@ -164,11 +168,15 @@ async def authenticate(conn: Queryable, secret: str | None) -> Principal:
 
 class KeyCache:
     """Keys whose slow hash this process verified lately, so a busy bot's every request is not
-    a scrypt; whether each is still valid (not revoked) is asked on every request."""
+    a scrypt. Whether a cached key is still valid is asked of the database per request unless
+    `revocations` has listened since the key was last found valid (then a revocation would have
+    been notified); even so the key is asked about once a minute, which marks it used."""
 
-    def __init__(self, ttl_seconds: float) -> None:
+    def __init__(self, ttl_seconds: float, revocations: Revocations | None = None) -> None:
         self.ttl = ttl_seconds
-        self._known: dict[bytes, tuple[Principal, float]] = {}
+        self.revocations = revocations
+        # secret digest -> (principal, cached until, when last found valid); times monotonic.
+        self._known: dict[bytes, tuple[Principal, float, float]] = {}
 
     def peek(self, secret: str | None) -> Principal | None:
         """Whose key this is, if verified lately: no database work, nothing decided."""
@@ -178,22 +186,30 @@ class KeyCache:
     async def authenticate(self, conn: Queryable, secret: str | None) -> Principal:
         if self.ttl <= 0 or not secret:
             return await authenticate(conn, secret)
+        if self.revocations is not None:
+            self.revocations.start()
         digest = hash_secret(secret)
         now = time.monotonic()
         hit = self._known.get(digest)
         if hit is not None and hit[1] > now:
-            if await conn.fetchval(STILL_VALID, hit[0].key_id):
-                return hit[0]
+            principal, expires, checked_at = hit
+            trusted = (None if self.revocations is None or now - checked_at > TOUCH_SECONDS
+                       else self.revocations.trusted(principal.key_id, checked_at))
+            if trusted:
+                return principal
+            if trusted is None and await conn.fetchval(STILL_VALID, principal.key_id):
+                self._known[digest] = (principal, expires, now)
+                return principal
             del self._known[digest]
             raise Unauthorized("the API key is not valid or was revoked")
         principal = await authenticate(conn, secret)
         if len(self._known) > 10_000:
             self._known.clear()
-        self._known[digest] = (principal, now + self.ttl)
+        self._known[digest] = (principal, now + self.ttl, now)
         return principal
 
     def forget(self, key_id: UUID) -> None:
-        for digest, (principal, _) in list(self._known.items()):
+        for digest, (principal, _, _) in list(self._known.items()):
             if principal.key_id == key_id:
                 del self._known[digest]
 
