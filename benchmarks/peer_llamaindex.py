@@ -75,7 +75,8 @@ PEER_ROWS = ("llamaindex_dense_in_process", "llamaindex_hybrid_in_process",
 ENTRY_ROWS = """
 SELECT kv.entry_id, kb.question, kb.answer, kv.embedding
 FROM knowledge_vectors AS kv
-JOIN knowledge_base_rag AS kb ON kb.id = kv.knowledge_id AND kb.valid_to IS NULL
+JOIN knowledge_base_rag AS kb
+  ON kb.shop_id = kv.shop_id AND kb.id = kv.knowledge_id AND kb.valid_to IS NULL
 WHERE kv.shop_id = $1 AND kv.kind = 'question'
 ORDER BY kv.entry_id
 """

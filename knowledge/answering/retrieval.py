@@ -99,12 +99,13 @@ SELECT c.distance, c.hits, c.score AS lexical_score, profile.similarity AS profi
        coalesce(q.lexemes, '{{}}'::text[]) AS lexemes_asked,
        {entry_columns}
 FROM candidates AS c
-JOIN knowledge_base_rag AS kb ON kb.entry_id = c.entry_id AND kb.valid_to IS NULL
+JOIN knowledge_base_rag AS kb
+  ON kb.shop_id = $1 AND kb.entry_id = c.entry_id AND kb.valid_to IS NULL
 CROSS JOIN q
 LEFT JOIN LATERAL (
     SELECT 1 - (avg(kv.embedding) <=> $2) AS similarity, avg(kv.embedding) AS profile
     FROM knowledge_vectors AS kv
-    WHERE kv.knowledge_id = kb.id AND kv.kind IN ('question', 'variant')
+    WHERE kv.shop_id = $1 AND kv.knowledge_id = kb.id AND kv.kind IN ('question', 'variant')
 ) AS profile ON true
 """
 

@@ -64,7 +64,7 @@ SELECT a.metrics -> 'scope' -> 'evidence' AS evidence,
        bool_or(f.feedback_type = 'thumbs_up' OR f.rating >= 4) AS helpful,
        bool_or(f.feedback_type = 'thumbs_down' OR f.rating <= 2) AS unhelpful
 FROM conversation_feedback AS f
-JOIN response_analytics AS a ON a.conversation_id = f.conversation_id
+JOIN response_analytics AS a ON a.shop_id = f.shop_id AND a.conversation_id = f.conversation_id
 WHERE f.shop_id = $1 AND a.response_type = 'answer' AND a.metrics ? 'scope'
 GROUP BY a.id, a.metrics
 ORDER BY max(f.created_at) DESC

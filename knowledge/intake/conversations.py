@@ -63,7 +63,7 @@ SELECT id, client_turn_id FROM conversation_memory
 WHERE shop_id = $1 AND client_turn_id = ANY($2::text[])
 """
 CLAIM_UNEMBEDDED = """
-SELECT id, question FROM conversation_memory
+SELECT shop_id, id, question FROM conversation_memory
 WHERE logged AND embedding IS NULL
 ORDER BY created_at
 LIMIT $1
@@ -80,12 +80,12 @@ LIMIT 1
 FOR UPDATE SKIP LOCKED
 """
 GAP_OPENED = """
-UPDATE conversation_memory SET metadata = metadata - 'gap_pending' WHERE id = $1
+UPDATE conversation_memory SET metadata = metadata - 'gap_pending' WHERE shop_id = $1 AND id = $2
 """
 SET_EMBEDDINGS = """
 UPDATE conversation_memory AS m SET embedding = t.embedding
-FROM unnest($1::uuid[], $2::vector[]) AS t(id, embedding)
-WHERE m.id = t.id
+FROM unnest($1::integer[], $2::uuid[], $3::vector[]) AS t(shop_id, id, embedding)
+WHERE m.shop_id = t.shop_id AND m.id = t.id
 """
 SELECT_CONVERSATION = """
 SELECT id, client_turn_id, conversation_id, user_id, channel, question, answer, tier,
@@ -229,8 +229,8 @@ async def embed_logged(rt: Runtime) -> tuple[int, int]:
             if not rows:
                 break
             vectors = await rt.embedder.embed_many([r["question"] or "" for r in rows])
-            await conn.execute(SET_EMBEDDINGS, [r["id"] for r in rows],
-                               [ArrayItem(v) for v in vectors])
+            await conn.execute(SET_EMBEDDINGS, [r["shop_id"] for r in rows],
+                               [r["id"] for r in rows], [ArrayItem(v) for v in vectors])
         embedded += len(rows)
     shops: dict[int, Shop] = {}
     while True:
@@ -252,7 +252,7 @@ async def embed_logged(rt: Runtime) -> tuple[int, int]:
                               "confidence": row["confidence"]}),
                     SYSTEM, conn=conn, vector=row["embedding"])
                 gaps += 1
-            await conn.execute(GAP_OPENED, row["id"])
+            await conn.execute(GAP_OPENED, row["shop_id"], row["id"])
     return embedded, gaps
 
 

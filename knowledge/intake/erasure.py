@@ -55,13 +55,13 @@ DROP_SIGNALS = """
 UPDATE learning_queue AS q
 SET signals = coalesce((SELECT jsonb_agg(s ORDER BY i)
                         FROM jsonb_array_elements(q.signals) WITH ORDINALITY AS e(s, i)
-                        WHERE NOT (coalesce(s ->> 'source_id', '') = ANY($2::text[])
-                                   OR coalesce(s ->> 'turn_id', '') = ANY($2::text[]))),
+                        WHERE NOT (coalesce(s ->> 'source_id', '') = ANY($3::text[])
+                                   OR coalesce(s ->> 'turn_id', '') = ANY($3::text[]))),
                        '[]'::jsonb)
-WHERE q.id = ANY($1::uuid[])
+WHERE q.shop_id = $1 AND q.id = ANY($2::uuid[])
 """
 UNLINK_MERGES = """
-UPDATE learning_queue SET merged_into = NULL WHERE merged_into = ANY($1::uuid[])
+UPDATE learning_queue SET merged_into = NULL WHERE shop_id = $1 AND merged_into = ANY($2::uuid[])
 """
 DELETE_EXAMPLES = """
 DELETE FROM out_of_scope_examples WHERE shop_id = $1 AND queue_item_id = ANY($2::uuid[])
@@ -104,10 +104,10 @@ async def erase_user(rt: Runtime, shop_id: int, user_id: str,
         only = [r["id"] for r in items if r["only"]]
         shared = [r["id"] for r in items if not r["only"]]
         if shared:
-            await conn.execute(DROP_SIGNALS, shared, sources)
+            await conn.execute(DROP_SIGNALS, shop_id, shared, sources)
         examples = 0
         if only:
-            await conn.execute(UNLINK_MERGES, only)
+            await conn.execute(UNLINK_MERGES, shop_id, only)
             examples = int((await conn.execute(DELETE_EXAMPLES, shop_id, only)).split()[-1])
             await conn.execute(DELETE_ITEMS, shop_id, only)
         subjects = [*only, *turns, *transcripts, *feedback, *corrections]

@@ -23,7 +23,7 @@ WITH old AS (
     WHERE shop_id = $1 AND created_at < now() - make_interval(days => $2) AND ({pending})
     LIMIT $3
 )
-UPDATE {table} AS t SET {clear} FROM old WHERE t.id = old.id
+UPDATE {table} AS t SET {clear} FROM old WHERE t.shop_id = $1 AND t.id = old.id
 """
 
 

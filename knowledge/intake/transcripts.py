@@ -57,13 +57,13 @@ SELECT id FROM voice_transcripts WHERE shop_id = $1 AND content_sha256 = $2
 # its own that also records its outcome, so after a crash the rest are queued exactly once.
 LOCK_TRANSCRIPT = """
 SELECT jsonb_array_length(coalesce(learning_insights -> 'queued', '[]'::jsonb))
-FROM voice_transcripts WHERE id = $1 FOR UPDATE
+FROM voice_transcripts WHERE shop_id = $1 AND id = $2 FOR UPDATE
 """
 RECORD_OUTCOME = """
 UPDATE voice_transcripts
 SET learning_insights = jsonb_set(learning_insights, '{queued}',
-        coalesce(learning_insights -> 'queued', '[]'::jsonb) || jsonb_build_array($2::jsonb))
-WHERE id = $1
+        coalesce(learning_insights -> 'queued', '[]'::jsonb) || jsonb_build_array($3::jsonb))
+WHERE shop_id = $1 AND id = $2
 """
 # Transcripts whose queuing stopped part-way (the process died, the database went away):
 # older than a request could still be working on.
@@ -229,13 +229,13 @@ async def queue_drafts(rt: Runtime, shop: Shop, transcript_id: UUID,
         async def queue(conn: Conn, index: int = index, kind: str = kind,
                         question: str = question,
                         draft: ItemDraft = draft) -> dict[str, Any] | None:
-            done = await conn.fetchval(LOCK_TRANSCRIPT, transcript_id)
+            done = await conn.fetchval(LOCK_TRANSCRIPT, shop.id, transcript_id)
             if done is None:
                 raise _Gone
             if done > index:  # queued before a crash; not twice
                 return None
             outcome = _outcome(kind, question, await submit(rt, shop, draft, actor, conn=conn))
-            await conn.execute(RECORD_OUTCOME, transcript_id, outcome)
+            await conn.execute(RECORD_OUTCOME, shop.id, transcript_id, outcome)
             return outcome
 
         try:

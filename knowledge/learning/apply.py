@@ -39,21 +39,23 @@ ORDER BY (priority = 'urgent') DESC, reviewed_at, created_at
 LIMIT $1
 FOR UPDATE SKIP LOCKED
 """
+# A batch may hold items of several shops: each row is named by its shop and id.
 MARK_APPLIED = """
 UPDATE learning_queue AS q SET status = 'applied', applied_at = now(),
                                applied_knowledge_id = t.knowledge_id
-FROM unnest($1::uuid[], $2::uuid[]) AS t(id, knowledge_id)
-WHERE q.id = t.id
+FROM unnest($1::integer[], $2::uuid[], $3::uuid[]) AS t(shop_id, id, knowledge_id)
+WHERE q.shop_id = t.shop_id AND q.id = t.id
 """
 BACK_TO_REVIEW = """
 UPDATE learning_queue AS q SET status = 'pending', reviewed_at = NULL,
                                review_note = 'could not be applied: ' || t.reason
-FROM unnest($1::uuid[], $2::text[]) AS t(id, reason)
-WHERE q.id = t.id
+FROM unnest($1::integer[], $2::uuid[], $3::text[]) AS t(shop_id, id, reason)
+WHERE q.shop_id = t.shop_id AND q.id = t.id
 """
 MARK_CORRECTIONS_APPLIED = """
-UPDATE owner_corrections SET applied_at = now()
-WHERE id = ANY($1::uuid[]) AND applied_at IS NULL
+UPDATE owner_corrections AS c SET applied_at = now()
+FROM unnest($1::integer[], $2::uuid[]) AS t(shop_id, id)
+WHERE c.shop_id = t.shop_id AND c.id = t.id AND c.applied_at IS NULL
 """
 
 
@@ -193,13 +195,17 @@ async def _apply_batch(rt: Runtime, conn: Conn, items: list[QueueItem],
             for item in twins:
                 knowledge_of[item.id] = entry.id
     done = [i for i in items if i.id in knowledge_of]
-    if failed:
-        await conn.execute(BACK_TO_REVIEW, list(failed), list(failed.values()))
-    await conn.execute(MARK_APPLIED, [i.id for i in done], [knowledge_of[i.id] for i in done])
-    corrections = [i.source_id for i in done
+    bounced = [i for i in items if i.id in failed]
+    if bounced:
+        await conn.execute(BACK_TO_REVIEW, [i.shop_id for i in bounced],
+                           [i.id for i in bounced], [failed[i.id] for i in bounced])
+    await conn.execute(MARK_APPLIED, [i.shop_id for i in done], [i.id for i in done],
+                       [knowledge_of[i.id] for i in done])
+    corrections = [(i.shop_id, i.source_id) for i in done
                    if i.source_type == "correction" and i.source_id is not None]
     if corrections:
-        await conn.execute(MARK_CORRECTIONS_APPLIED, corrections)
+        await conn.execute(MARK_CORRECTIONS_APPLIED, [s for s, _ in corrections],
+                           [c for _, c in corrections])
     for shop_id in {i.shop_id for i in items}:
         await audit.record_many(
             conn, shop_id=shop_id, actor=SYSTEM, action="queue.apply", subject_type="queue",

@@ -37,7 +37,8 @@ SELECT q.id, q.kind, q.status, q.source_type, q.question, q.proposed_content, q.
        kb.answer AS nearest_answer, q.nearest_similarity
 FROM learning_queue AS q
 LEFT JOIN knowledge_base_rag AS kb
-       ON kb.entry_id = coalesce(q.conflict_entry_id, q.nearest_entry_id)
+       ON kb.shop_id = q.shop_id
+      AND kb.entry_id = coalesce(q.conflict_entry_id, q.nearest_entry_id)
       AND kb.valid_to IS NULL
 WHERE q.shop_id = $1 AND q.status = 'pending'
 ORDER BY q.created_at, q.id

@@ -35,7 +35,7 @@ SELECT coalesce(a.ab_test_variant, '') AS variant,
        percentile_cont(0.5) WITHIN GROUP (ORDER BY a.response_time_ms) AS p50_ms,
        percentile_cont(0.95) WITHIN GROUP (ORDER BY a.response_time_ms) AS p95_ms
 FROM response_analytics AS a
-JOIN conversation_memory AS m ON m.id = a.conversation_id
+JOIN conversation_memory AS m ON m.shop_id = a.shop_id AND m.id = a.conversation_id
 WHERE ($1::integer IS NULL OR a.shop_id = $1) AND a.created_at >= $2 AND a.created_at < $3
   -- A turn and its analytics row are written together: bounding the turns by the same shop
   -- and (a day either side of) the period lets both be read from their covering indexes.

@@ -15,7 +15,7 @@ import asyncpg
 from knowledge.access import Principal
 from knowledge.answering.scope import cache_of
 from knowledge.errors import Conflict, Invalid, NotFound
-from knowledge.learning.queue import COLUMNS, QueueItem, item_from_row
+from knowledge.learning.queue import COLUMNS, QueueItem, get_item, item_from_row, shop_of_item
 from knowledge.runtime import Runtime
 from knowledge.store import audit
 from knowledge.store.db import ArrayItem, Conn, Queryable, Vector
@@ -40,15 +40,14 @@ DELETE_EXAMPLE = """
 DELETE FROM out_of_scope_examples WHERE shop_id = $1 AND id = $2
 RETURNING id, question, redirect, queue_item_id
 """
-SELECT_ITEM = f"SELECT {COLUMNS} FROM learning_queue WHERE id = $1"
-LOCK_ITEM = f"SELECT {COLUMNS} FROM learning_queue WHERE id = $1 FOR UPDATE"
+LOCK_ITEM = f"SELECT {COLUMNS} FROM learning_queue WHERE shop_id = $1 AND id = $2 FOR UPDATE"
 # The item is dismissed (a rejected item is deduplication's negative cache, so the same
 # question is not queued again) and says why.
 MARK_ITEM = f"""
 UPDATE learning_queue
-SET status = 'rejected', reviewed_at = now(), reviewed_by = $2, review_note = $3,
-    metadata = metadata || jsonb_build_object('out_of_scope', true, 'redirect', $4::text)
-WHERE id = $1
+SET status = 'rejected', reviewed_at = now(), reviewed_by = $3, review_note = $4,
+    metadata = metadata || jsonb_build_object('out_of_scope', true, 'redirect', $5::text)
+WHERE shop_id = $1 AND id = $2
 RETURNING {COLUMNS}
 """
 # The owner took the mark back: the item waits for review again instead of silently keeping
@@ -61,13 +60,15 @@ SET status = 'pending', reviewed_at = NULL, reviewed_by = NULL,
 WHERE id = $1 AND shop_id = $2 AND status = 'rejected'
 RETURNING {COLUMNS}
 """
+# Across shops: each example is carried with its shop, and written back by (shop, id).
 STALE_EXAMPLES = """
-SELECT id, question FROM out_of_scope_examples WHERE model <> $1 ORDER BY id LIMIT $2
+SELECT shop_id, id, question FROM out_of_scope_examples WHERE model <> $1
+ORDER BY shop_id, id LIMIT $2
 """
 UPDATE_VECTOR = """
 UPDATE out_of_scope_examples AS e SET embedding = t.embedding, model = $1
-FROM unnest($2::bigint[], $3::vector[]) AS t(id, embedding)
-WHERE e.id = t.id
+FROM unnest($2::integer[], $3::bigint[], $4::vector[]) AS t(shop_id, id, embedding)
+WHERE e.shop_id = t.shop_id AND e.id = t.id
 """
 
 
@@ -133,15 +134,13 @@ async def mark_item(rt: Runtime, shop_id: int | None, item_id: UUID, actor: Prin
     clean_note = _text(note, "note", MAX_NOTE) or "out of scope"
     clean_redirect = _redirect(rt, redirect)
     async with rt.pool.acquire() as conn:
-        row = await conn.fetchrow(SELECT_ITEM, item_id)
-    if row is None or (shop_id is not None and row["shop_id"] != shop_id):
-        raise NotFound(f"no queue item {item_id}")
-    if not row["question"]:
+        seen = await get_item(conn, await shop_of_item(conn, shop_id, item_id), item_id)
+    if not seen.question:
         raise Invalid("this item has no question to mark", field="item_id")
     # The model runs before the item is locked, not while its row and a connection are held.
-    vector = await rt.embedder.embed(row["question"])
+    vector = await rt.embedder.embed(seen.question)
     async with rt.pool.acquire() as conn, conn.transaction():
-        locked = await conn.fetchrow(LOCK_ITEM, item_id)
+        locked = await conn.fetchrow(LOCK_ITEM, seen.shop_id, item_id)
         assert locked is not None
         item = item_from_row(locked)
         if item.status not in {"pending", "approved"}:
@@ -149,10 +148,10 @@ async def mark_item(rt: Runtime, shop_id: int | None, item_id: UUID, actor: Prin
                            "items can be marked out of scope", item_status=item.status)
         if not item.question:
             raise Invalid("this item has no question to mark", field="item_id")
-        if item.question != row["question"]:
+        if item.question != seen.question:
             vector = await rt.embedder.embed(item.question)  # edited meanwhile
-        marked = item_from_row(await conn.fetchrow(MARK_ITEM, item_id, actor.key_id,
-                                                   clean_note, clean_redirect))
+        marked = item_from_row(await conn.fetchrow(MARK_ITEM, item.shop_id, item_id,
+                                                   actor.key_id, clean_note, clean_redirect))
         await audit.record(conn, shop_id=item.shop_id, actor=actor,
                            action="queue.out_of_scope", subject_type="queue",
                            subject_id=item_id, before=item.summary(),
@@ -199,6 +198,6 @@ async def reembed_examples(rt: Runtime) -> int:
             if not rows:
                 return done
             vectors = [await rt.embedder.embed(r["question"]) for r in rows]
-            await conn.execute(UPDATE_VECTOR, model, [r["id"] for r in rows],
-                               [ArrayItem(v) for v in vectors])
+            await conn.execute(UPDATE_VECTOR, model, [r["shop_id"] for r in rows],
+                               [r["id"] for r in rows], [ArrayItem(v) for v in vectors])
         done += len(rows)

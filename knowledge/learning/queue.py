@@ -155,7 +155,7 @@ SELECT set_config('hnsw.ef_search', '40', true), set_config('lock_timeout', '{LO
 RECENT_ITEMS = _OPEN_ITEMS.format(
     also=f"AND created_at > now() - interval '{RECENT_SECONDS} seconds' AND id <> $5",
     scan="OFFSET 0", limit="LIMIT $4")
-WITHDRAW_ITEM = "DELETE FROM learning_queue WHERE id = $1"
+WITHDRAW_ITEM = "DELETE FROM learning_queue WHERE shop_id = $1 AND id = $2"
 INSERT_ITEM = f"""
 INSERT INTO learning_queue (shop_id, status, kind, source_type, source_id, question,
     proposed_content, category, embedding, confidence_score, priority, conflict_entry_id,
@@ -173,12 +173,12 @@ UPDATE learning_queue
 SET observations = observations + 1,
     confidence_score = CASE WHEN status = 'rejected' THEN confidence_score
                             ELSE greatest(confidence_score,
-                                          least($3, confidence_score + $4), $5) END,
-    priority = CASE WHEN $6::varchar = 'urgent' OR (priority <> 'urgent' AND $6::varchar = 'high')
-                    THEN $6::varchar ELSE priority END,
-    signals = CASE WHEN jsonb_array_length(signals) < {KEPT_SIGNALS} THEN signals || $2
+                                          least($4, confidence_score + $5), $6) END,
+    priority = CASE WHEN $7::varchar = 'urgent' OR (priority <> 'urgent' AND $7::varchar = 'high')
+                    THEN $7::varchar ELSE priority END,
+    signals = CASE WHEN jsonb_array_length(signals) < {KEPT_SIGNALS} THEN signals || $3
                    ELSE signals END
-WHERE id = $1 AND status IN ('pending', 'approved', 'rejected')
+WHERE shop_id = $1 AND id = $2 AND status IN ('pending', 'approved', 'rejected')
 RETURNING {_COLUMNS}
 """
 # Inserting a new item takes a transaction-scoped lock (class, shop), one class per kind:
@@ -200,10 +200,14 @@ RETURNING id
 """
 PROMOTE = f"""
 UPDATE learning_queue SET status = 'approved', reviewed_at = now()
-WHERE id = $1 AND status = 'pending'
+WHERE shop_id = $1 AND id = $2 AND status = 'pending'
 RETURNING {_COLUMNS}
 """
 SELECT_ITEM = f"SELECT {_COLUMNS} FROM learning_queue WHERE shop_id = $1 AND id = $2"
+# An admin acting across shops names an item by its id alone: its shop is looked up first (on
+# PostgreSQL 18 a skip scan of the (shop_id, id) key, one descent per shop), and the item is
+# then read, locked and changed within that shop, as for everyone else.
+SHOP_OF_ITEM = "SELECT shop_id FROM learning_queue WHERE id = $1"
 COUNT_ITEMS = """
 SELECT count(*) FROM learning_queue WHERE shop_id = $1 AND ($2::text IS NULL OR status = $2)
 """
@@ -273,7 +277,7 @@ async def _merge_existing(rt: Runtime, conn: Conn, shop: Shop, draft: ItemDraft,
                                                     shop.dedup_answer_ratio):
             continue  # same question, another answer: a proposal of its own
         updated = await conn.fetchrow(
-            MERGE_INTO, row["id"], [signal], MERGED_CONFIDENCE_CAP, MERGE_STEP,
+            MERGE_INTO, shop.id, row["id"], [signal], MERGED_CONFIDENCE_CAP, MERGE_STEP,
             draft.confidence, draft.priority)
         if updated is None:
             continue  # applied or merged meanwhile: no longer open
@@ -367,7 +371,7 @@ async def _submit(rt: Runtime, conn: Conn, shop: Shop, draft: ItemDraft, actor: 
     merged = await _merge_existing(rt, conn, shop, draft, actor, vector, signal,
                                    inserted=item.id)
     if merged is not None:
-        await conn.execute(WITHDRAW_ITEM, item.id)
+        await conn.execute(WITHDRAW_ITEM, shop.id, item.id)
         return merged
     cache_of(rt).grew(_open_items_key(shop.id, draft.kind))
     outcome = "conflict" if conflict_id is not None else "new"
@@ -417,7 +421,7 @@ async def _maybe_approve(conn: Conn, shop: Shop, item: QueueItem, actor: Princip
             or (item.conflict_entry_id is not None and not settles)
             or item.confidence_score < shop.auto_approve_threshold):
         return None
-    row = await conn.fetchrow(PROMOTE, item.id)
+    row = await conn.fetchrow(PROMOTE, item.shop_id, item.id)
     if row is None:
         return None
     await audit.record(conn, shop_id=shop.id, actor=actor, action="queue.auto_approve",
@@ -425,6 +429,17 @@ async def _maybe_approve(conn: Conn, shop: Shop, item: QueueItem, actor: Princip
                        after={"confidence": item.confidence_score,
                               "threshold": shop.auto_approve_threshold})
     return item_from_row(row)
+
+
+async def shop_of_item(conn: Queryable, shop_id: int | None, item_id: UUID) -> int:
+    """The shop to find an item in: the caller's, or (None: an admin acting across shops) the
+    item's own."""
+    if shop_id is not None:
+        return shop_id
+    found = await conn.fetchval(SHOP_OF_ITEM, item_id)
+    if found is None:
+        raise NotFound(f"no queue item {item_id}")
+    return int(found)
 
 
 async def get_item(conn: Queryable, shop_id: int, item_id: UUID) -> QueueItem:

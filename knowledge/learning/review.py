@@ -14,7 +14,9 @@ from knowledge.learning.queue import (
     KEPT_SIGNALS,
     QueueItem,
     columns_of,
+    get_item,
     item_from_row,
+    shop_of_item,
 )
 from knowledge.runtime import Runtime
 from knowledge.store import audit
@@ -52,42 +54,45 @@ WHERE ($1::integer IS NULL OR shop_id = $1)
 # metadata) cost 1.5x as much at 2,000 items.
 _LIST = f"""
 WITH page AS (
-    SELECT q.id, count(*) OVER () AS total FROM learning_queue AS q
+    SELECT q.shop_id, q.id, count(*) OVER () AS total FROM learning_queue AS q
     {_FILTERS}
     ORDER BY {{order}}
     LIMIT $9 OFFSET $10
 )
 SELECT {columns_of("q")}, page.total
-FROM page JOIN learning_queue AS q ON q.id = page.id
+FROM page JOIN learning_queue AS q ON q.shop_id = page.shop_id AND q.id = page.id
 ORDER BY {{order}}
 """
 LIST_BY_SORT = {name: _LIST.format(order=order) for name, order in ORDER_BY.items()}
 COUNT_FILTERED = "SELECT count(*) FROM learning_queue" + _FILTERS
+# The live versions of (shop, entry) pairs: the items listed may be of several shops.
 NEAREST_KNOWLEDGE = """
-SELECT entry_id, id, version, question, answer FROM knowledge_base_rag
-WHERE entry_id = ANY($1::uuid[]) AND valid_to IS NULL
+SELECT kb.shop_id, kb.entry_id, kb.id, kb.version, kb.question, kb.answer
+FROM unnest($1::integer[], $2::uuid[]) AS wanted(shop_id, entry_id)
+JOIN knowledge_base_rag AS kb
+  ON kb.shop_id = wanted.shop_id AND kb.entry_id = wanted.entry_id AND kb.valid_to IS NULL
 """
-LOCK_ITEM = f"SELECT {COLUMNS} FROM learning_queue WHERE id = $1 FOR UPDATE"
+LOCK_ITEM = f"SELECT {COLUMNS} FROM learning_queue WHERE shop_id = $1 AND id = $2 FOR UPDATE"
 APPROVE = f"""
 UPDATE learning_queue
-SET status = 'approved', kind = 'answer', reviewed_at = now(), reviewed_by = $2,
-    question = coalesce($3, question), proposed_content = coalesce($4, proposed_content),
-    category = coalesce($5, category), review_note = coalesce($6, review_note),
-    confidence_score = greatest(confidence_score, 100 * $7::integer)
-WHERE id = $1
+SET status = 'approved', kind = 'answer', reviewed_at = now(), reviewed_by = $3,
+    question = coalesce($4, question), proposed_content = coalesce($5, proposed_content),
+    category = coalesce($6, category), review_note = coalesce($7, review_note),
+    confidence_score = greatest(confidence_score, 100 * $8::integer)
+WHERE shop_id = $1 AND id = $2
 RETURNING {COLUMNS}
 """
 REJECT = f"""
 UPDATE learning_queue
-SET status = 'rejected', reviewed_at = now(), reviewed_by = $2, review_note = $3
-WHERE id = $1
+SET status = 'rejected', reviewed_at = now(), reviewed_by = $3, review_note = $4
+WHERE shop_id = $1 AND id = $2
 RETURNING {COLUMNS}
 """
 MERGE = f"""
 WITH source AS (
-    UPDATE learning_queue SET status = 'merged', merged_into = $2, reviewed_at = now(),
-                              reviewed_by = $3
-    WHERE id = $1
+    UPDATE learning_queue SET status = 'merged', merged_into = $3, reviewed_at = now(),
+                              reviewed_by = $4
+    WHERE shop_id = $1 AND id = $2
     RETURNING observations, signals
 )
 UPDATE learning_queue AS target
@@ -97,7 +102,7 @@ SET observations = target.observations + source.observations,
                     WITH ORDINALITY AS kept(e, i)
                WHERE i <= {KEPT_SIGNALS})
 FROM source
-WHERE target.id = $2
+WHERE target.shop_id = $1 AND target.id = $3
 RETURNING {columns_of("target")}
 """
 
@@ -143,15 +148,18 @@ async def list_items(conn: Queryable, shop_id: int | None, f: QueueFilter, limit
 
 
 async def with_knowledge(conn: Queryable, items: list[QueueItem]) -> list[ReviewView]:
-    wanted = {i for item in items for i in (item.nearest_entry_id, item.conflict_entry_id)
-              if i is not None}
-    live = {r["entry_id"]: {"entry_id": str(r["entry_id"]), "knowledge_id": str(r["id"]),
-                            "version": r["version"], "question": r["question"],
-                            "answer": r["answer"]}
-            for r in await conn.fetch(NEAREST_KNOWLEDGE, list(wanted))} if wanted else {}
-    return [ReviewView(item, live.get(item.nearest_entry_id) if item.nearest_entry_id else None,
-                       live.get(item.conflict_entry_id) if item.conflict_entry_id else None)
-            for item in items]
+    wanted = {(item.shop_id, i) for item in items
+              for i in (item.nearest_entry_id, item.conflict_entry_id) if i is not None}
+    live = {(r["shop_id"], r["entry_id"]): {
+        "entry_id": str(r["entry_id"]), "knowledge_id": str(r["id"]), "version": r["version"],
+        "question": r["question"], "answer": r["answer"]}
+        for r in await conn.fetch(NEAREST_KNOWLEDGE, [s for s, _ in wanted],
+                                  [e for _, e in wanted])} if wanted else {}
+    return [ReviewView(
+        item,
+        live.get((item.shop_id, item.nearest_entry_id)) if item.nearest_entry_id else None,
+        live.get((item.shop_id, item.conflict_entry_id)) if item.conflict_entry_id else None)
+        for item in items]
 
 
 # The conversation turns items came from, shown beside them to a reviewer; only turns of the
@@ -188,8 +196,8 @@ async def turns_of(conn: Queryable, items: list[QueueItem]) -> dict[UUID, list[d
 
 
 async def _lock(conn: Conn, shop_id: int | None, item_id: UUID) -> QueueItem:
-    row = await conn.fetchrow(LOCK_ITEM, item_id)
-    if row is None or (shop_id is not None and row["shop_id"] != shop_id):
+    row = await conn.fetchrow(LOCK_ITEM, await shop_of_item(conn, shop_id, item_id), item_id)
+    if row is None:
         raise NotFound(f"no queue item {item_id}")
     return item_from_row(row)
 
@@ -233,8 +241,8 @@ async def approve(rt: Runtime, shop_id: int | None, item_id: UUID, actor: Princi
                 raise Invalid(f"{name} is longer than {limit} characters once redacted",
                               field=name, limit=limit)
         edited = clean_answer is not None or clean_question is not None
-        row = await conn.fetchrow(APPROVE, item_id, actor.key_id, clean_question, clean_answer,
-                                  category, note, int(edited))
+        row = await conn.fetchrow(APPROVE, item.shop_id, item_id, actor.key_id, clean_question,
+                                  clean_answer, category, note, int(edited))
         approved = item_from_row(row)
         await audit.record(conn, shop_id=approved.shop_id, actor=actor,
                            action="queue.edit_approve" if edited else "queue.approve",
@@ -252,8 +260,8 @@ async def reject(rt: Runtime, shop_id: int | None, item_id: UUID, actor: Princip
     async with rt.pool.acquire() as conn, conn.transaction():
         item = await _lock(conn, shop_id, item_id)
         _open(item, "rejected")
-        rejected = item_from_row(await conn.fetchrow(REJECT, item_id, actor.key_id,
-                                                     reason.strip()))
+        rejected = item_from_row(await conn.fetchrow(REJECT, item.shop_id, item_id,
+                                                     actor.key_id, reason.strip()))
         await audit.record(conn, shop_id=rejected.shop_id, actor=actor, action="queue.reject",
                            subject_type="queue", subject_id=item_id, before=item.summary(),
                            after={**rejected.summary(), "reason": reason.strip()})
@@ -275,7 +283,8 @@ async def merge(rt: Runtime, shop_id: int | None, source_id: UUID, into_id: UUID
             raise NotFound(f"no queue item {into_id}")
         _open(source, "merged")
         _open(target, "merged into")
-        merged = item_from_row(await conn.fetchrow(MERGE, source_id, into_id, actor.key_id))
+        merged = item_from_row(await conn.fetchrow(MERGE, source.shop_id, source_id, into_id,
+                                                   actor.key_id))
         await audit.record(conn, shop_id=merged.shop_id, actor=actor, action="queue.merge",
                            subject_type="queue", subject_id=source_id, before=source.summary(),
                            after={"merged_into": str(into_id),
@@ -283,12 +292,6 @@ async def merge(rt: Runtime, shop_id: int | None, source_id: UUID, into_id: UUID
         return merged
 
 
-SELECT_ANY = f"SELECT {COLUMNS} FROM learning_queue WHERE id = $1"
-
-
 async def get_any(conn: Queryable, shop_id: int | None, item_id: UUID) -> QueueItem:
     """An item of the given shop (any shop for None)."""
-    row = await conn.fetchrow(SELECT_ANY, item_id)
-    if row is None or (shop_id is not None and row["shop_id"] != shop_id):
-        raise NotFound(f"no queue item {item_id}")
-    return item_from_row(row)
+    return await get_item(conn, await shop_of_item(conn, shop_id, item_id), item_id)

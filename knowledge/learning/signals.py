@@ -40,7 +40,7 @@ RETURNING id
 COUNT_HELPFULNESS = """
 INSERT INTO entry_stats (entry_id, shop_id, helpful, unhelpful)
 SELECT e, $1, $3, $4 FROM unnest($2::uuid[]) AS e ORDER BY e
-ON CONFLICT (entry_id) DO UPDATE
+ON CONFLICT (shop_id, entry_id) DO UPDATE
 SET helpful = entry_stats.helpful + EXCLUDED.helpful,
     unhelpful = entry_stats.unhelpful + EXCLUDED.unhelpful, updated_at = now()
 """

@@ -20,14 +20,19 @@ BATCH = 256
 CLAIM_STALE = f"""
 SELECT {ENTRY_COLUMNS} FROM knowledge_base_rag
 WHERE valid_to IS NULL AND embedding_model IS DISTINCT FROM $1
-ORDER BY id LIMIT $2
+ORDER BY shop_id, id LIMIT $2
 FOR UPDATE SKIP LOCKED
 """
-DROP_VECTORS = "DELETE FROM knowledge_vectors WHERE knowledge_id = ANY($1::uuid[])"
+# A batch may span shops: versions and their vectors are named by (shop, version).
+DROP_VECTORS = """
+DELETE FROM knowledge_vectors AS kv
+USING unnest($1::integer[], $2::uuid[]) AS t(shop_id, knowledge_id)
+WHERE kv.shop_id = t.shop_id AND kv.knowledge_id = t.knowledge_id
+"""
 MARK_EMBEDDED = """
 UPDATE knowledge_base_rag AS kb SET embedding = t.embedding, embedding_model = $1
-FROM unnest($2::uuid[], $3::vector[]) AS t(id, embedding)
-WHERE kb.id = t.id
+FROM unnest($2::integer[], $3::uuid[], $4::vector[]) AS t(shop_id, id, embedding)
+WHERE kb.shop_id = t.shop_id AND kb.id = t.id
 """
 RESET_MODELS = "DELETE FROM embedding_models WHERE name <> $1 OR probe_text <> $2"
 UPSERT_MODEL = """
@@ -54,9 +59,11 @@ async def reembed(rt: Runtime) -> int:
                 embedded = await embed_drafts(rt, [EntryDraft(
                     answer=e.answer, question=e.question, variants=e.variants)
                     for e in entries])
-                await conn.execute(DROP_VECTORS, [e.id for e in entries])
+                await conn.execute(DROP_VECTORS, [e.shop_id for e in entries],
+                                   [e.id for e in entries])
                 await insert_vectors(conn, entries, embedded)
-                await conn.execute(MARK_EMBEDDED, model, [e.id for e in entries],
+                await conn.execute(MARK_EMBEDDED, model, [e.shop_id for e in entries],
+                                   [e.id for e in entries],
                                    [ArrayItem(vectors[0][2]) for vectors in embedded])
                 done += len(entries)
         probe = (await rt.embedder.embed(PROBE_TEXT)).astype(np.float32)

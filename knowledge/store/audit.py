@@ -22,6 +22,13 @@ INSERT INTO learning_audit_log (shop_id, actor, actor_key_id, action, subject_ty
 SELECT $1, $2, $3, $4, $5, t.subject_id, t.before, t.after
 FROM unnest($6::uuid[], $7::jsonb[], $8::jsonb[]) AS t(subject_id, before, after)
 """
+# What happens in no shop (an admin key signing in): a trail of its own, so a shop's trail
+# holds only rows of that shop (its shop_id is a key, migration 0023).
+INSERT_ADMIN_AUDIT = """
+INSERT INTO admin_audit_log (actor, actor_key_id, action, subject_type, subject_id, before,
+                             after)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+"""
 SELECT_AUDIT = """
 SELECT id, shop_id, actor, action, subject_type, subject_id, before, after, created_at
 FROM learning_audit_log
@@ -39,7 +46,7 @@ SELECT DISTINCT action FROM learning_audit_log WHERE shop_id = $1 ORDER BY actio
 @dataclass(frozen=True, slots=True)
 class AuditRecord:
     id: int
-    shop_id: int | None
+    shop_id: int
     actor: str
     action: str
     subject_type: str
@@ -49,7 +56,7 @@ class AuditRecord:
     created_at: datetime
 
 
-async def record(conn: Queryable, *, shop_id: int | None,
+async def record(conn: Queryable, *, shop_id: int,
                  actor: Principal, action: str, subject_type: str, subject_id: UUID | None,
                  before: dict[str, Any] | None = None,
                  after: dict[str, Any] | None = None) -> None:
@@ -57,7 +64,7 @@ async def record(conn: Queryable, *, shop_id: int | None,
                        subject_id, before, after)
 
 
-async def record_many(conn: Queryable, *, shop_id: int | None, actor: Principal, action: str,
+async def record_many(conn: Queryable, *, shop_id: int, actor: Principal, action: str,
                       subject_type: str,
                       changes: Sequence[tuple[UUID | None, dict[str, Any] | None,
                                               dict[str, Any] | None]]) -> None:
@@ -67,6 +74,14 @@ async def record_many(conn: Queryable, *, shop_id: int | None, actor: Principal,
     subjects, befores, afters = (list(c) for c in zip(*changes, strict=True))
     await conn.execute(INSERT_AUDIT_MANY, shop_id, actor.actor, actor.key_id, action,
                        subject_type, subjects, befores, afters)
+
+
+async def record_admin(conn: Queryable, *, actor: Principal, action: str, subject_type: str,
+                       subject_id: UUID | None, before: dict[str, Any] | None = None,
+                       after: dict[str, Any] | None = None) -> None:
+    """An admin's event that belongs to no shop."""
+    await conn.execute(INSERT_ADMIN_AUDIT, actor.actor, actor.key_id, action, subject_type,
+                       subject_id, before, after)
 
 
 async def list_records(conn: Queryable, shop_id: int,

@@ -73,9 +73,9 @@ ON CONFLICT (shop_id, name) DO NOTHING
 SELECT_DOCUMENT_BY_NAME = f"SELECT {_COLUMNS} FROM documents WHERE shop_id = $1 AND name = $2"
 LOCK_DOCUMENT = SELECT_DOCUMENT_BY_NAME + " FOR UPDATE"
 UPDATE_DOCUMENT = f"""
-UPDATE documents SET media_type = $2, content_hash = $3, byte_size = $4, chunk_count = $5,
+UPDATE documents SET media_type = $3, content_hash = $4, byte_size = $5, chunk_count = $6,
                      version = version + 1, deleted_at = NULL
-WHERE id = $1
+WHERE shop_id = $1 AND id = $2
 RETURNING {_COLUMNS}
 """
 RETIRE_CHUNKS = """
@@ -84,7 +84,7 @@ WITH closed AS (
     WHERE shop_id = $1 AND document_id = $2 AND valid_to IS NULL
     RETURNING id
 ), dropped AS (
-    DELETE FROM knowledge_vectors WHERE knowledge_id IN (SELECT id FROM closed)
+    DELETE FROM knowledge_vectors WHERE shop_id = $1 AND knowledge_id IN (SELECT id FROM closed)
 )
 SELECT count(*) FROM closed
 """
@@ -94,7 +94,8 @@ SELECT {_COLUMNS} FROM documents WHERE shop_id = $1 AND deleted_at IS NULL
 ORDER BY name LIMIT $2 OFFSET $3
 """
 MARK_DELETED = f"""
-UPDATE documents SET deleted_at = now(), chunk_count = 0 WHERE id = $1 RETURNING {_COLUMNS}
+UPDATE documents SET deleted_at = now(), chunk_count = 0 WHERE shop_id = $1 AND id = $2
+RETURNING {_COLUMNS}
 """
 
 
@@ -218,8 +219,8 @@ async def ingest_document(rt: Runtime, shop_id: int, name: str, data: bytes,
             draft.document_id = document_id
         await add_entries(rt, shop_id, drafts, actor, conn=conn,
                           audit_action="knowledge.create_from_document")
-        row = await conn.fetchrow(UPDATE_DOCUMENT, document_id, media_type, digest, len(data),
-                                  len(drafts))
+        row = await conn.fetchrow(UPDATE_DOCUMENT, shop_id, document_id, media_type, digest,
+                                  len(data), len(drafts))
         assert row is not None
         document = _document(row)
         await audit.record(conn, shop_id=shop_id, actor=actor, action="document.ingest",
@@ -253,7 +254,7 @@ async def delete_document(rt: Runtime, shop_id: int, document_id: UUID,
         if current.deleted_at is not None:
             raise NotFound(f"document {document_id} was already deleted")
         retired = await conn.fetchval(RETIRE_CHUNKS, shop_id, document_id, "document deleted")
-        row = await conn.fetchrow(MARK_DELETED, document_id)
+        row = await conn.fetchrow(MARK_DELETED, shop_id, document_id)
         assert row is not None
         await audit.record(conn, shop_id=shop_id, actor=actor, action="document.delete",
                            subject_type="document", subject_id=document_id,

@@ -133,14 +133,21 @@ WHERE shop_id = $1 AND valid_to IS NULL
   AND ($2::text IS NULL OR category = $2)
   AND ($3::uuid IS NULL OR document_id = $3)
 """
+# A version is found by its shop and id (the primary key), its vectors by their shop and version.
 CLOSE_VERSION = """
-UPDATE knowledge_base_rag SET valid_to = now(), change_reason = coalesce($2, change_reason)
-WHERE id = $1
+UPDATE knowledge_base_rag SET valid_to = now(), change_reason = coalesce($3, change_reason)
+WHERE shop_id = $1 AND id = $2
 """
-LINK_SUCCESSOR = "UPDATE knowledge_base_rag SET superseded_by = $2 WHERE id = $1"
-MOVE_VECTORS = "UPDATE knowledge_vectors SET knowledge_id = $2 WHERE knowledge_id = $1"
-VECTORS_OF_VERSION = "SELECT text, embedding FROM knowledge_vectors WHERE knowledge_id = $1"
-VERSION_MODEL = "SELECT embedding_model FROM knowledge_base_rag WHERE id = $1"
+LINK_SUCCESSOR = """
+UPDATE knowledge_base_rag SET superseded_by = $3 WHERE shop_id = $1 AND id = $2
+"""
+MOVE_VECTORS = """
+UPDATE knowledge_vectors SET knowledge_id = $3 WHERE shop_id = $1 AND knowledge_id = $2
+"""
+VECTORS_OF_VERSION = """
+SELECT text, embedding FROM knowledge_vectors WHERE shop_id = $1 AND knowledge_id = $2
+"""
+VERSION_MODEL = "SELECT embedding_model FROM knowledge_base_rag WHERE shop_id = $1 AND id = $2"
 # The live entries that already give exactly these answers, the oldest for each (md5 for the
 # index: answers are long).
 LIVE_WITH_ANSWERS = """
@@ -150,7 +157,7 @@ WHERE shop_id = $1 AND valid_to IS NULL
   AND answer = ANY($2::text[])
 ORDER BY answer, created_at
 """
-DELETE_VECTORS = "DELETE FROM knowledge_vectors WHERE knowledge_id = $1"
+DELETE_VECTORS = "DELETE FROM knowledge_vectors WHERE shop_id = $1 AND knowledge_id = $2"
 
 
 def entry_from_row(row: asyncpg.Record | Mapping[str, Any]) -> Entry:
@@ -361,25 +368,25 @@ async def supersede_entry(rt: Runtime, shop_id: int, entry_id: UUID, actor: Prin
         source=old.source), rt.settings.max_answer_chars, rt.settings.max_question_chars))
     # Vectors of another model (before `reembed` has run) are never carried over: the new
     # version is stamped with the current model and would be skipped by the re-embedding.
-    current = await conn.fetchval(VERSION_MODEL, old.id) == rt.embedder.model_name
+    current = await conn.fetchval(VERSION_MODEL, shop_id, old.id) == rt.embedder.model_name
     same_search_texts = same_search_texts and current
     vectors: list[tuple[str, str, Vector]] = []
     if not same_search_texts:
         if current:
             draft.known_vectors.update({r["text"]: r["embedding"] for r in await conn.fetch(
-                VECTORS_OF_VERSION, old.id)})
+                VECTORS_OF_VERSION, shop_id, old.id)})
         draft.known_vectors.update(known_vectors or {})
         vectors = (await embed_drafts(rt, [draft]))[0]
-    await conn.execute(CLOSE_VERSION, old.id, None)
+    await conn.execute(CLOSE_VERSION, shop_id, old.id, None)
     new = await _insert_version(conn, rt, shop_id, draft, vectors, entry_id=entry_id,
                                 version=old.version + 1, supersedes=old.id, actor=actor,
                                 reason=reason)
-    await conn.execute(LINK_SUCCESSOR, old.id, new.id)
+    await conn.execute(LINK_SUCCESSOR, shop_id, old.id, new.id)
     if same_search_texts:
         # Only the answer or labels changed: the entry is still found by the same vectors.
-        await conn.execute(MOVE_VECTORS, old.id, new.id)
+        await conn.execute(MOVE_VECTORS, shop_id, old.id, new.id)
     else:
-        await conn.execute(DELETE_VECTORS, old.id)
+        await conn.execute(DELETE_VECTORS, shop_id, old.id)
     await audit.record(conn, shop_id=shop_id, actor=actor, action="knowledge.supersede",
                        subject_type="knowledge", subject_id=entry_id, before=old.summary(),
                        after=new.summary())
@@ -410,8 +417,8 @@ async def retire_entry(rt: Runtime, shop_id: int, entry_id: UUID, actor: Princip
             return await retire_entry(rt, shop_id, entry_id, actor, reason, conn=own)
     row = await _lock_live(conn, shop_id, entry_id)
     old = entry_from_row(row)
-    await conn.execute(CLOSE_VERSION, old.id, reason or "retired")
-    await conn.execute(DELETE_VECTORS, old.id)
+    await conn.execute(CLOSE_VERSION, shop_id, old.id, reason or "retired")
+    await conn.execute(DELETE_VECTORS, shop_id, old.id)
     await audit.record(conn, shop_id=shop_id, actor=actor, action="knowledge.retire",
                        subject_type="knowledge", subject_id=entry_id, before=old.summary())
     return await get_entry(conn, shop_id, entry_id)

@@ -73,8 +73,12 @@ async def sign_in(conn: Queryable, secret: str | None, hours: float) -> NewSessi
     token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
     expires = await conn.fetchval(INSERT_SESSION, _hash(token), principal.key_id, csrf,
                                   hours * 3600)
-    await audit.record(conn, shop_id=principal.shop_id, actor=principal, action="sign_in",
-                       subject_type="session", subject_id=None)
+    if principal.shop_id is None:  # an admin, who signs in to no shop
+        await audit.record_admin(conn, actor=principal, action="sign_in",
+                                 subject_type="session", subject_id=None)
+    else:
+        await audit.record(conn, shop_id=principal.shop_id, actor=principal, action="sign_in",
+                           subject_type="session", subject_id=None)
     return NewSession(token, WebSession(principal, principal.shop_id, csrf, expires))
 
 
