@@ -64,10 +64,26 @@ async def make_turns(rt: Runtime, shop: shops.Shop, count: int) -> list[str]:
     return turns
 
 
-def signal_mix(total: int, turns: list[str]) -> list[tuple[str, dict[str, Any]]]:
+# Other wordings of a learned question: a near-duplicate says the same thing differently.
+REWORDINGS = ["Is {topic} available for order type {n}?", "Can I get {topic} on order type {n}?",
+              "order type {n} - do you do {topic}?", "Do you have {topic} for order type {n}"]
+
+
+def reworded(question: str, rng: random.Random) -> str:
+    """The same question in other words (deduplication must see it as the same)."""
+    topic = next(t for t in TOPICS if t in question)
+    n = question.rsplit(" ", 1)[-1].rstrip("?")
+    return rng.choice(REWORDINGS).format(topic=topic, n=n)
+
+
+def signal_mix(total: int, turns: list[str],
+               near_duplicates: float) -> list[tuple[str, dict[str, Any]]]:
+    """35% feedback on answered turns, 35% owner corrections, 30% suggestions; of the
+    corrections and suggestions, `near_duplicates` reword a question sent earlier and the rest
+    ask something new."""
     rng = random.Random(5)
-    corrections = learning_pool(total // 8, seed=6)
-    suggestions = learning_pool(total // 10, seed=7)
+    fresh = iter(learning_pool(total, seed=6))
+    sent: list[tuple[str, str]] = []
     mix: list[tuple[str, dict[str, Any]]] = []
     for i in range(total):
         kind = i % 20
@@ -81,17 +97,21 @@ def signal_mix(total: int, turns: list[str]) -> list[tuple[str, dict[str, Any]]]
             else:
                 feedback.update(type="star_rating", rating=rng.randint(1, 5))
             mix.append(("/v1/feedback", feedback))
-        elif kind < 14:
-            q, a = rng.choice(corrections)
+            continue
+        if sent and rng.random() < near_duplicates:
+            q, a = rng.choice(sent)
+            q = reworded(q, rng)
+        else:
+            q, a = next(fresh)
+            sent.append((q, a))
+        if kind < 14:
             mix.append(("/v1/corrections", {
                 "question": q, "corrected_answer": a,
                 "priority": rng.choice(["low", "normal", "normal", "high", "urgent"])}))
         else:
-            q, a = rng.choice(suggestions)
             mix.append(("/v1/knowledge/suggestions", {"question": q, "answer": a,
                                                       "confidence": rng.randint(40, 99)}))
-    rng.shuffle(mix)
-    return mix
+    return mix[::-1]   # sent from the end: first things first
 
 
 async def send(base: str, owner: str, bot: str, mix: list[tuple[str, dict[str, Any]]],
@@ -153,7 +173,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         setup_s = time.perf_counter() - started
         owner = (await keys.create_key(rt.pool, Role.OWNER, shop_id, "bench")).secret
         bot = (await keys.create_key(rt.pool, Role.BOT, shop_id, "bench")).secret
-        mix = signal_mix(args.signals, turns)
+        mix = signal_mix(args.signals, turns, args.near_duplicates)
         with served(rt.database_url, data, free_port()) as (base, pid):
             elapsed, outcomes, latencies, cpu = await send(base, owner, bot, mix,
                                                           args.concurrency, pid)
@@ -161,6 +181,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         report: dict[str, Any] = {
             "entries": args.entries, "setup_seconds": round(setup_s, 1),
             "signals": len(mix), "concurrency": args.concurrency,
+            "near_duplicates": args.near_duplicates,
             "signals_per_second": round(len(mix) / elapsed, 1),
             "signal_latency_ms": {"p50": round(statistics.median(latencies), 2),
                                   "p95": round(sorted(latencies)[int(len(latencies) * .95)], 2)},
@@ -202,6 +223,8 @@ if __name__ == "__main__":
     parser = benchmark_parser(__doc__)
     parser.add_argument("--signals", type=int, default=10_000)
     parser.add_argument("--turns", type=int, default=1_000)
+    parser.add_argument("--near-duplicates", type=float, default=0.2,
+                        help="share of corrections and suggestions that reword an earlier one")
     parser.add_argument("--apply-items", type=int, default=10_000,
                         help="approved items the apply job is timed on (0: skip that phase)")
     arguments = parser.parse_args()
