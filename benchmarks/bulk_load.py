@@ -92,12 +92,14 @@ async def copy_shops(url: str, shops: Iterable[ShopLoad], model: str,
             await conn.execute(definition, timeout=None)
             built[name] = time.perf_counter() - started
         started = time.perf_counter()
-        await conn.execute("ANALYZE knowledge_base_rag", timeout=None)
-        await conn.execute("ANALYZE knowledge_vectors", timeout=None)
+        # As after any bulk import: statistics for the planner, and the visibility map set so
+        # autovacuum does not scan a million new rows while the benchmark measures.
+        await conn.execute("VACUUM (ANALYZE) knowledge_base_rag", timeout=None)
+        await conn.execute("VACUUM (ANALYZE) knowledge_vectors", timeout=None)
         analyze_s = time.perf_counter() - started
     finally:
         await conn.close()
     return {"copied_entries": rows, "copy_seconds": round(copy_s, 1),
             "copy_entries_per_second": round(rows / copy_s) if copy_s else 0,
             **{f"build_{name}_seconds": round(s, 1) for name, s in built.items()},
-            "analyze_seconds": round(analyze_s, 1)}
+            "vacuum_analyze_seconds": round(analyze_s, 1)}

@@ -53,6 +53,7 @@ from knowledge.store import keys, shops
 
 SLUG = "m{:04d}"
 LARGE_SHARE, ONE_PERCENT = 0.30, 0.01
+JITTER = 0.0005   # per dimension, on unit vectors of 384 dimensions
 SIZES = """
 SELECT c.relname AS name, c.relkind AS kind, pg_relation_size(c.oid) AS bytes
 FROM pg_class AS c
@@ -102,11 +103,21 @@ async def pool_vectors(rt: Runtime, texts: list[str], folder: Path) -> tuple[np.
 def shop_loads(shop_ids: list[int], sizes: list[int], texts: list[str],
                vectors: np.ndarray) -> Iterator[ShopLoad]:
     """Each shop's questions: the 30% shop holds the pool's first texts, every other shop
-    draws its own (the same draw on every run, so a stopped load resumes the same data)."""
+    draws its own (the same draw on every run, so a stopped load resumes the same data).
+
+    pgvector keeps identical vectors as one point of its graph, so a text asked in several
+    shops would make the graph smaller than a million distinct questions would. Each shop
+    after the first moves its vectors by a jitter of JITTER (cosine to the model's vector
+    above 0.9999): every entry is a point of its own, and what it is near is unchanged."""
     rng = random.Random(7)
+    noise = np.random.default_rng(7)
     for rank, (shop_id, size) in enumerate(zip(shop_ids, sizes, strict=True)):
         picks = list(range(size)) if rank == 0 else rng.sample(range(len(texts)), size)
-        yield shop_id, [texts[p] for p in picks], vectors[picks]
+        chosen = vectors[picks]
+        if rank:
+            chosen = chosen + noise.normal(0, JITTER, chosen.shape).astype(np.float32)
+            chosen /= np.linalg.norm(chosen, axis=1, keepdims=True)
+        yield shop_id, [texts[p] for p in picks], chosen
 
 
 def postgres_memory() -> dict[str, float]:

@@ -47,11 +47,16 @@ class Settings:
     exact_search_max_vectors: int = 2_000
     hnsw_min_shop_fraction: float = 0.05
     hnsw_ef_search: int = 100
+    # A bigger graph needs a wider search to stay as exact: past this many vectors in the table
+    # the answer search walks it with hnsw_ef_search_large (benchmarks/million.py: at 1,000,000
+    # vectors recall@10 was 0.978 at 100 and at 400, 0.988 at 600).
+    hnsw_large_table_vectors: int = 500_000
+    hnsw_ef_search_large: int = 600
     fts_common_lexeme_frequency: float = 0.02
     fallback_min_similarity: float = 0.3
 
     # How long a process trusts a key whose slow hash it verified before verifying it again;
-    # whether the key was revoked is asked on every request, so a revocation applies at once.
+    # a revocation applies at once regardless (key_revocations.py).
     auth_cache_seconds: float = 300.0
 
     # Extra PII patterns to redact, as JSON: {"iban": "\\bDE\\d{20}\\b"}.

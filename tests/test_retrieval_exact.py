@@ -39,7 +39,7 @@ async def _exact_top(rt: Runtime, shop_id: int, query: np.ndarray, k: int) -> li
     return [e for e, _ in sorted(best.items(), key=lambda x: -x[1])[:k]]
 
 
-@pytest.mark.parametrize("mode", ["exact", "hnsw", "default"])
+@pytest.mark.parametrize("mode", ["exact", "hnsw", "default", "wide"])
 async def test_small_and_large_shops_match_exact_search(runtime: Runtime, mode: str) -> None:
     large = await make_shop(runtime, "large")
     small = await make_shop(runtime, "small")
@@ -53,7 +53,10 @@ async def test_small_and_large_shops_match_exact_search(runtime: Runtime, mode: 
     # Force the index path for both shops, or the exact path, or let the shop sizes decide.
     overrides = {"exact": {"exact_search_max_vectors": 1_000_000},
                  "hnsw": {"exact_search_max_vectors": 10, "hnsw_min_shop_fraction": 0.0},
-                 "default": {"exact_search_max_vectors": 1_000}}[mode]
+                 "default": {"exact_search_max_vectors": 1_000},
+                 # The index path with the wider search of a large table.
+                 "wide": {"exact_search_max_vectors": 10, "hnsw_min_shop_fraction": 0.0,
+                          "hnsw_large_table_vectors": 0, "hnsw_ef_search_large": 400}}[mode]
     rt = dataclasses.replace(runtime, settings=runtime.settings.with_overrides(**overrides))
     cache_of(rt).forget()
     queries = _questions(25, seed=3)
@@ -63,7 +66,8 @@ async def test_small_and_large_shops_match_exact_search(runtime: Runtime, mode: 
         for text, vector in zip(queries, vectors, strict=True):
             # Full-text hits are left out by asking with no words, so only vectors rank.
             result = await search(rt, shop_id, "", vector, limit=10)
-            expected = mode if mode != "default" else ("hnsw" if name == "large" else "exact")
+            expected = {"default": "hnsw" if name == "large" else "exact",
+                        "wide": "hnsw"}.get(mode, mode)
             assert result.path == expected
             got = [str(c.entry.entry_id) for c in result.candidates]
             want = await _exact_top(rt, shop_id, vector, 10)
@@ -72,3 +76,6 @@ async def test_small_and_large_shops_match_exact_search(runtime: Runtime, mode: 
         recall = sum(recalls) / len(recalls)
         floor = 0.98 if result.path == "hnsw" else 1.0
         assert recall >= floor, (name, mode, recall)
+    # The wider search was for its own transaction: pooled connections keep the usual breadth.
+    for _ in range(runtime.settings.pool_max_size):
+        assert await rt.pool.fetchval("SHOW hnsw.ef_search") == str(rt.settings.hnsw_ef_search)

@@ -141,6 +141,8 @@ ORDER BY best.distance
 NEAREST_ENTRIES_EXACT = _NEAREST_ENTRIES.format(nearest=_EXACT_NEAREST.format(limit="$3"))
 NEAREST_ENTRIES_HNSW = _NEAREST_ENTRIES.format(nearest=_HNSW_NEAREST.format(limit="$3"))
 
+# For this transaction only: the pool's connections keep the usual breadth.
+WIDER_SEARCH = "SELECT set_config('hnsw.ef_search', $1, true)"
 # Every vector of a shop, for checking retrieval against brute force.
 EXACT_VECTORS_OF_SHOP = "SELECT entry_id, embedding FROM knowledge_vectors WHERE shop_id = $1"
 COUNT_SHOP_VECTORS = """
@@ -431,9 +433,15 @@ async def search(rt: Runtime, shop_id: int, question: str, vector: Vector,
         common = await cache.common_lexemes(conn, s.fts_common_lexeme_frequency)
         path = choose_path(size, total, s.exact_search_max_vectors, s.hnsw_min_shop_fraction)
         sql = HYBRID_EXACT if path == "exact" else HYBRID_HNSW
+        args = (shop_id, vector, question, common, candidates * _VECTORS_PER_CANDIDATE,
+                candidates)
         started = time.perf_counter()
-        rows = await conn.fetch(sql, shop_id, vector, question, common,
-                                candidates * _VECTORS_PER_CANDIDATE, candidates)
+        if path == "hnsw" and total > s.hnsw_large_table_vectors:
+            async with conn.transaction():
+                await conn.execute(WIDER_SEARCH, str(s.hnsw_ef_search_large))
+                rows = await conn.fetch(sql, *args)
+        else:
+            rows = await conn.fetch(sql, *args)
         sql_ms = (time.perf_counter() - started) * 1000
     matrix = cache.whitening.matrix(shop_id)
     return SearchResult(fuse(rows, s.rrf_k, whitened(matrix, vector, rows))[:limit], path,
