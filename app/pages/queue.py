@@ -25,6 +25,10 @@ PAGE_SIZE = 25
 MAX_OFFSET = 1_000_000
 # Below this similarity the nearest knowledge is on another topic: shown, but not diffed.
 DIFF_MIN_SIMILARITY = 0.6
+# A list shows each item's first few signals and their turns; the item's own page shows all.
+# An item asked hundreds of times keeps 100 signals, and a page of 25 such items drawn in full
+# was 1.6 MB of HTML and 90 ms of rendering (benchmarks/review_listing.py).
+LISTED_SIGNALS = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,15 +41,20 @@ class ItemView:
     conflict: bool
     proposed_pieces: list[Piece]
     known_pieces: list[Piece]
+    # The signals shown (the first LISTED_SIGNALS in a list) and their conversation turns.
+    signals: list[dict[str, Any]]
     turns: list[dict[str, Any]]
 
 
-async def item_views(conn: Queryable, views: list[ReviewView]) -> list[ItemView]:
-    turns = await review.turns_of(conn, [v.item for v in views])
-    return [item_view(v, turns.get(v.item.id, [])) for v in views]
+async def item_views(conn: Queryable, views: list[ReviewView],
+                     signals: int | None = LISTED_SIGNALS) -> list[ItemView]:
+    """Items as a list shows them, or with signals=None, each with all its signals."""
+    turns = await review.turns_of(conn, [v.item for v in views], signals)
+    return [item_view(v, v.item.signals[:signals], turns.get(v.item.id, [])) for v in views]
 
 
-def item_view(view: ReviewView, turns: list[dict[str, Any]]) -> ItemView:
+def item_view(view: ReviewView, signals: list[dict[str, Any]],
+              turns: list[dict[str, Any]]) -> ItemView:
     known = view.conflict or view.nearest
     proposed = view.item.proposed_content or ""
     similarity = view.item.nearest_similarity or 0.0
@@ -53,11 +62,11 @@ def item_view(view: ReviewView, turns: list[dict[str, Any]]) -> ItemView:
         diff = word_diff(known["answer"], proposed)
         return ItemView(view.item, known, view.conflict is not None,
                         [p for p in diff if p.kind != "removed"],
-                        [p for p in diff if p.kind != "added"], turns)
+                        [p for p in diff if p.kind != "added"], signals, turns)
     # Another topic altogether: marking every word as changed would only be noise.
     return ItemView(view.item, known, view.conflict is not None,
                     [Piece("same", proposed)] if proposed else [],
-                    [Piece("same", known["answer"])] if known else [], turns)
+                    [Piece("same", known["answer"])] if known else [], signals, turns)
 
 
 def _choice(value: str | None, allowed: tuple[str, ...] | list[str], name: str) -> str | None:
@@ -68,10 +77,11 @@ def _choice(value: str | None, allowed: tuple[str, ...] | list[str], name: str) 
     return value
 
 
-async def _one(state: State, page: Page, item_id: UUID) -> ItemView:
+async def _one(state: State, page: Page, item_id: UUID,
+               signals: int | None = LISTED_SIGNALS) -> ItemView:
     pool = runtime_of(state).pool
     item = await review.get_any(pool, page.shop.id if page.shop else None, item_id)
-    return (await item_views(pool, await review.with_knowledge(pool, [item])))[0]
+    return (await item_views(pool, await review.with_knowledge(pool, [item]), signals))[0]
 
 
 def _shop_id(page: Page) -> int | None:
@@ -119,7 +129,7 @@ class QueuePages(Controller):
 
     @get("/{item_id:uuid}")
     async def item(self, state: State, page: PageOf, item_id: FromPath[UUID]) -> Template:
-        return render(page, "item.html", view=await _one(state, page, item_id))
+        return render(page, "item.html", view=await _one(state, page, item_id, signals=None))
 
     async def _done(self, request: Request[Any, Any, Any], state: State, page: PageOf,
                     item_id: UUID) -> Template | Redirect:

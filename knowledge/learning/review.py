@@ -22,49 +22,64 @@ from knowledge.runtime import Runtime
 from knowledge.store import audit
 from knowledge.store.db import Conn, Queryable
 
+# Each sort's terms over the columns of learning_queue_listing, the narrow copy of every item's
+# filter and sort columns that triggers keep (migration 0024), with an index for each order.
 SORTS = {
-    "priority": "CASE priority WHEN 'urgent' THEN 0 WHEN 'high' THEN 1 WHEN 'normal' THEN 2 "
-                "ELSE 3 END, observations DESC, created_at",
-    "observations": "observations DESC, created_at",
-    "age": "created_at",
-    "newest": "created_at DESC",
-    "confidence": "confidence_score DESC, created_at",
+    "priority": ("priority_rank", "observations DESC", "created_at"),
+    "observations": ("observations DESC", "created_at"),
+    "age": ("created_at",),
+    "newest": ("created_at DESC",),
+    "confidence": ("confidence_score DESC", "created_at"),
     # Closest to existing knowledge first: the likeliest duplicates and conflicts.
-    "similarity": "nearest_similarity DESC NULLS LAST, created_at",
+    "similarity": ("nearest_similarity DESC NULLS LAST", "created_at"),
 }
 # Ties broken by id, so that pages of one listing neither repeat nor skip an item.
-ORDER_BY = {name: f"{order}, q.id" for name, order in SORTS.items()}
+ORDER_BY = {name: (*terms, "id") for name, terms in SORTS.items()}
 STATUSES = ("pending", "approved", "rejected", "applied", "merged")
 PRIORITIES = ("urgent", "high", "normal", "low")
 MAX_NOTE = 1_000
 
-# The queue's filters, shared by the list and its count.
+# The queue's filters, shared by the list and its count. {shop} is the scope: one shop's items
+# (written out, not `$1 IS NULL OR shop_id = $1`, so that a plan PostgreSQL keeps for the
+# prepared statement still reads that shop's index entries only), or every shop's.
 _FILTERS = """
-WHERE ($1::integer IS NULL OR shop_id = $1)
+WHERE {shop}
   AND ($2::text IS NULL OR status = $2)
   AND ($3::text IS NULL OR source_type = $3)
   AND ($4::text IS NULL OR kind = $4)
-  AND ($5::boolean IS NULL OR (conflict_entry_id IS NOT NULL) = $5)
+  AND ($5::boolean IS NULL OR conflict = $5)
   AND ($6::timestamptz IS NULL OR created_at >= $6)
   AND ($7::timestamptz IS NULL OR created_at < $7)
   AND ($8::text IS NULL OR priority = $8)
 """
-# One constant per sort order: ORDER BY cannot take a parameter. The page is chosen (and the
-# filtered rows counted) on narrow rows first: a window count over the whole wide rows (signals,
-# metadata) cost 1.5x as much at 2,000 items.
-_LIST = f"""
+SCOPES = {True: "shop_id = $1", False: "$1::integer IS NULL"}
+# One constant per sort order and scope: ORDER BY cannot take a parameter. The page is chosen
+# in the sort's index and counted on narrow rows; only the page's items are read from
+# learning_queue, whose rows are wide (a vector, signals, metadata).
+_LIST = """
 WITH page AS (
-    SELECT q.shop_id, q.id, count(*) OVER () AS total FROM learning_queue AS q
-    {_FILTERS}
-    ORDER BY {{order}}
+    SELECT shop_id, {keys} FROM learning_queue_listing
+    {filters}
+    ORDER BY {order}
     LIMIT $9 OFFSET $10
 )
-SELECT {columns_of("q")}, page.total
+SELECT {columns}, (SELECT count(*) FROM learning_queue_listing {filters}) AS total
 FROM page JOIN learning_queue AS q ON q.shop_id = page.shop_id AND q.id = page.id
-ORDER BY {{order}}
+ORDER BY {page_order}
 """
-LIST_BY_SORT = {name: _LIST.format(order=order) for name, order in ORDER_BY.items()}
-COUNT_FILTERED = "SELECT count(*) FROM learning_queue" + _FILTERS
+
+
+def _list_sql(terms: tuple[str, ...], scope: str) -> str:
+    return _LIST.format(keys=", ".join(t.split()[0] for t in terms),
+                        filters=_FILTERS.format(shop=scope), order=", ".join(terms),
+                        columns=columns_of("q"),
+                        page_order=", ".join(f"page.{t}" for t in terms))
+
+
+LIST_BY_SORT = {(name, one_shop): _list_sql(terms, scope)
+                for name, terms in ORDER_BY.items() for one_shop, scope in SCOPES.items()}
+COUNT_FILTERED = {one_shop: "SELECT count(*) FROM learning_queue_listing"
+                  + _FILTERS.format(shop=scope) for one_shop, scope in SCOPES.items()}
 # The live versions of (shop, entry) pairs: the items listed may be of several shops.
 NEAREST_KNOWLEDGE = """
 SELECT kb.shop_id, kb.entry_id, kb.id, kb.version, kb.question, kb.answer
@@ -136,14 +151,16 @@ async def list_items(conn: Queryable, shop_id: int | None, f: QueueFilter, limit
         raise Invalid(f"status is one of {', '.join(STATUSES)}", field="status")
     if f.priority is not None and f.priority not in PRIORITIES:
         raise Invalid(f"priority is one of {', '.join(PRIORITIES)}", field="priority")
-    rows = await conn.fetch(LIST_BY_SORT[f.sort], shop_id, f.status, f.source_type, f.kind,
-                            f.conflict, f.since, f.until, f.priority, limit, offset)
+    one_shop = shop_id is not None
+    rows = await conn.fetch(LIST_BY_SORT[f.sort, one_shop], shop_id, f.status, f.source_type,
+                            f.kind, f.conflict, f.since, f.until, f.priority, limit, offset)
     items = [item_from_row(r) for r in rows]
     if rows:
         total = int(rows[0]["total"])
-    else:  # past the last page the window count is not there to read
-        total = int(await conn.fetchval(COUNT_FILTERED, shop_id, f.status, f.source_type,
-                                        f.kind, f.conflict, f.since, f.until, f.priority))
+    else:  # past the last page there is no row to read the count from
+        total = int(await conn.fetchval(COUNT_FILTERED[one_shop], shop_id, f.status,
+                                        f.source_type, f.kind, f.conflict, f.since, f.until,
+                                        f.priority))
     return await with_knowledge(conn, items), total
 
 
@@ -170,9 +187,9 @@ FROM conversation_memory WHERE id = ANY($1::uuid[]) AND shop_id = ANY($2::intege
 """
 
 
-def _turn_ids(item: QueueItem) -> set[UUID]:
+def _turn_ids(item: QueueItem, signals: int | None) -> set[UUID]:
     found = set()
-    for signal in item.signals:
+    for signal in item.signals[:signals]:
         try:
             found.add(UUID(str(signal["turn_id"])))
         except (KeyError, ValueError):
@@ -182,9 +199,11 @@ def _turn_ids(item: QueueItem) -> set[UUID]:
     return found
 
 
-async def turns_of(conn: Queryable, items: list[QueueItem]) -> dict[UUID, list[dict[str, Any]]]:
-    """Each item's conversation turns, oldest first."""
-    wanted = {item.id: _turn_ids(item) for item in items}
+async def turns_of(conn: Queryable, items: list[QueueItem],
+                   signals: int | None = None) -> dict[UUID, list[dict[str, Any]]]:
+    """Each item's conversation turns (those of its first `signals` signals; of all without),
+    oldest first."""
+    wanted = {item.id: _turn_ids(item, signals) for item in items}
     ids = set().union(*wanted.values()) if wanted else set()
     if not ids:
         return {}
