@@ -46,8 +46,8 @@ async def _until(condition: Any, seconds: float = 5.0) -> None:
 
 @pytest.fixture
 async def revocations(runtime: Runtime) -> Any:
-    # Back a second after a lost connection: time for the test to act while it is down.
-    listener = Revocations(runtime.database_url, retry_seconds=1.0)
+    # Back 3 s after a lost connection: time for the test to act while it is down.
+    listener = Revocations(runtime.database_url, retry_seconds=3.0)
     listener.start()
     await _until(lambda: listener.listening_since is not None)
     yield listener
@@ -102,7 +102,7 @@ async def test_while_the_listener_is_down_every_request_asks_and_it_comes_back(
     other = await keys.create_key(runtime.pool, Role.BOT, shop.shop_id, "after")
     assert revocations.listening_since is None
     await cache.authenticate(conn, other.secret)
-    await _until(lambda: revocations.listening_since is not None)
+    await _until(lambda: revocations.listening_since is not None, 10.0)
     asked = conn.queries
     await cache.authenticate(conn, other.secret)
     await cache.authenticate(conn, other.secret)
