@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import numpy as np
+import pytest
 
 from knowledge.model.embedding import Embedder, bundled_model_path
 from knowledge.runtime import Runtime
@@ -27,6 +28,29 @@ async def test_concurrent_requests_share_forward_passes(runtime: Runtime) -> Non
     assert batches < 24 / 2, batches  # gathered, not one forward pass each
     alone = runtime.embedder.encode_sync([texts[5]])[0]
     assert float(np.dot(alone, vectors[5])) > 0.9999
+
+
+async def test_a_lone_question_skips_the_queue_and_the_next_one_still_batches(
+        runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    embedder = runtime.embedder
+    assert embedder._queue is not None
+    queued = 0
+    put = embedder._queue.put
+
+    async def counting_put(item: object) -> None:
+        nonlocal queued
+        queued += 1
+        await put(item)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(embedder._queue, "put", counting_put)
+    vector = await embedder.embed("Can I change my delivery address after ordering?")
+    assert queued == 0, "a question to an idle model went through the batcher"
+    alone = embedder.encode_sync(["can i change my delivery address after ordering?"])[0]
+    assert float(np.dot(alone, vector)) > 0.9999
+    # Questions arriving while the model runs wait for it together.
+    texts = [f"can parcel {i} go to a locker?" for i in range(12)]
+    await asyncio.gather(*(embedder.embed(t) for t in texts))
+    assert queued >= 10
 
 
 async def test_repeated_questions_come_from_the_cache(runtime: Runtime) -> None:
