@@ -30,7 +30,7 @@ import re
 import statistics
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -812,18 +812,25 @@ def human(report: dict[str, Any]) -> str:
         f"({s['learning_queue_by_status'].get('pending', 0):,} pending), "
         f"{s['learning_audit_log']:,} audit records, {s['conversation_memory']:,} turns; "
         f"setup {report['setup']['total_seconds']} s",
-        f"  {'':4}  {'p50':>6} {'p95':>6} {'max':>6}  {'srv cpu':>7} {'pg cpu':>7} "
-        f"{'KB':>6}  page (ms; target p95 <= {TARGET_MS:.0f})",
     ]
-    for p in report["pages"]:
+    lines += timing_table(report["pages"], report["misses"], "page", TARGET_MS,
+                          lambda p: f"{p['method']} {p['path']}")
+    return "\n".join(lines)
+
+
+def timing_table(timed: list[dict[str, Any]], missed: list[str], what: str, target_ms: float,
+                 label: Callable[[dict[str, Any]], str]) -> list[str]:
+    """One line per timed request kind, marked against the p95 target, and the tally."""
+    lines = [f"  {'':4}  {'p50':>6} {'p95':>6} {'max':>6}  {'srv cpu':>7} {'pg cpu':>7} "
+             f"{'KB':>6}  {what} (ms; target p95 <= {target_ms:.0f})"]
+    for p in timed:
         lines.append(
             f"  {'OK  ' if p['ok'] else 'MISS'}  {p['p50_ms']:6.1f} {p['p95_ms']:6.1f} "
             f"{p['max_ms']:6.1f}  {p['server_cpu_ms']:7.1f} {p['postgres_cpu_ms']:7.1f} "
-            f"{p['kb']:6.1f}  {p['method']} {p['path']}")
-    missed = report["misses"]
-    lines.append(f"  {len(report['pages']) - len(missed)} of {len(report['pages'])} pages "
-                 "within target" + (f"; missed: {', '.join(missed)}" if missed else ""))
-    return "\n".join(lines)
+            f"{p['kb']:6.1f}  {label(p)}")
+    lines.append(f"  {len(timed) - len(missed)} of {len(timed)} {what}s within target"
+                 + (f"; missed: {', '.join(missed)}" if missed else ""))
+    return lines
 
 
 if __name__ == "__main__":

@@ -27,7 +27,15 @@ from urllib.parse import urlencode
 import aiohttp
 
 from benchmarks.common import benchmark_parser, data_dir, publish, served
-from benchmarks.pages import WARM_UP, PageCase, setup, sign_in, sizes, time_page
+from benchmarks.pages import (
+    WARM_UP,
+    PageCase,
+    setup,
+    sign_in,
+    sizes,
+    time_page,
+    timing_table,
+)
 from evaluation.instance import free_port
 from knowledge.runtime import open_runtime
 from knowledge.settings import Settings
@@ -135,17 +143,9 @@ def human(report: dict[str, Any]) -> str:
         f"  shop: {s['learning_queue']:,} queue items "
         f"({s['learning_queue_by_status'].get('pending', 0):,} pending), "
         f"{s['knowledge_entries_live']:,} entries; setup {report['setup']['total_seconds']} s",
-        f"  {'':4}  {'p50':>6} {'p95':>6} {'max':>6}  {'srv cpu':>7} {'pg cpu':>7} "
-        f"{'KB':>6}  listing (ms; target p95 <= {TARGET_MS:.0f})",
     ]
-    for p in report["listings"]:
-        lines.append(
-            f"  {'OK  ' if p['ok'] else 'MISS'}  {p['p50_ms']:6.1f} {p['p95_ms']:6.1f} "
-            f"{p['max_ms']:6.1f}  {p['server_cpu_ms']:7.1f} {p['postgres_cpu_ms']:7.1f} "
-            f"{p['kb']:6.1f}  {p['label']}: {p['path']}")
-    missed = report["misses"]
-    lines.append(f"  {len(report['listings']) - len(missed)} of {len(report['listings'])} "
-                 "listings within target" + (f"; missed: {', '.join(missed)}" if missed else ""))
+    lines += timing_table(report["listings"], report["misses"], "listing", TARGET_MS,
+                          lambda p: f"{p['label']}: {p['path']}")
     return "\n".join(lines)
 
 
