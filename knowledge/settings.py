@@ -63,6 +63,9 @@ class Settings:
     redact_extra_patterns: str = ""
     # How often the apply job moves approved learning into the knowledge base.
     apply_interval_seconds: int = 20
+    # Batches the apply job writes side by side: most of a batch is PostgreSQL inserting its
+    # vectors into the graph, on one core; two use both of a small machine's.
+    apply_workers: int = 2
     # How often shops whose knowledge changed get their out-of-scope decision refitted.
     calibrate_interval_seconds: int = 60
     # The p95 answer time the answer_time alert holds each shop to.

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import defaultdict
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from uuid import UUID
 
 from knowledge.access import SYSTEM
@@ -74,31 +76,121 @@ async def apply_approved(rt: Runtime, batch_size: int = 500,
     One replica applies at a time (an advisory lock); items are claimed with FOR UPDATE SKIP
     LOCKED, and each batch is one transaction: the knowledge written and the items marked
     applied commit together, so a crash half-way leaves the batch approved and a re-run
-    applies each item exactly once.
+    applies each item exactly once. `apply_workers` batches run side by side (most of a
+    batch is PostgreSQL inserting vectors into the graph, one core per batch); what each
+    writes is reserved (`InFlight`), so two batches never make twin entries or change one
+    entry at once.
     """
-    applied = created = superseded = returned = 0
+    totals = [0, 0, 0, 0]   # applied, created, superseded, returned
+    flight = InFlight()
+
+    async def worker() -> None:
+        while True:
+            batch, since = flight.begin()
+            committed = False
+            try:
+                async with rt.pool.acquire() as conn, conn.transaction():
+                    rows = await conn.fetch(CLAIM_APPROVED, batch_size, shop_id)
+                    items = [item_from_row(r) for r in rows]
+                    if not items:
+                        return
+                    vectors = {r["id"]: r["embedding"] for r in rows
+                               if r["embedding"] is not None}
+                    made, replaced, bounced, deferred = await _apply_batch(
+                        rt, conn, items, vectors, flight.view(batch, since))
+                committed = True
+            finally:
+                await flight.finish(batch, committed)
+            for i, n in enumerate((len(items) - bounced - deferred, made, replaced, bounced)):
+                totals[i] += n
+            for changed in {i.shop_id for i in items}:
+                cache_of(rt).forget(changed)
+            if deferred:
+                # Its deferred items wait on another batch's entries: claimed again once that
+                # batch is done, not over and over meanwhile.
+                await flight.other_finished(batch)
+
     async with try_advisory_lock(rt.pool, LOCK_NAME) as locked:
         if locked is None:
             return ApplyResult(0, 0, 0, 0)
-        while True:
-            async with rt.pool.acquire() as conn, conn.transaction():
-                rows = await conn.fetch(CLAIM_APPROVED, batch_size, shop_id)
-                items = [item_from_row(r) for r in rows]
-                if not items:
-                    break
-                vectors = {r["id"]: r["embedding"] for r in rows
-                           if r["embedding"] is not None}
-                made, replaced, bounced = await _apply_batch(rt, conn, items, vectors)
-            applied += len(items) - bounced
-            created += made
-            superseded += replaced
-            returned += bounced
-            for changed in {i.shop_id for i in items}:
-                cache_of(rt).forget(changed)
+        # A batch that fails cancels the others (their transactions roll back) before the
+        # lock is given up: no batch of this run outlives it.
+        try:
+            async with asyncio.TaskGroup() as group:
+                for _ in range(max(1, rt.settings.apply_workers)):
+                    group.create_task(worker())
+        except ExceptionGroup as failed:
+            # The batch's own error, as one worker alone would raise it (the job's record
+            # and the callers' handlers expect it, not a group).
+            raise failed.exceptions[0] from None
+    applied, created, superseded, returned = totals
     if applied:
         log.info("applied %d learning items (%d new entries, %d new versions)", applied,
                  created, superseded)
     return ApplyResult(applied, created, superseded, returned)
+
+
+# What a batch writes: ("entry", shop, entry_id) for an entry it changes, ("answer", shop,
+# text) for an answer it gives an entry, new or changed.
+Key = tuple[str, int, object]
+
+
+@dataclass(slots=True)
+class InFlight:
+    """The entries and answers that batches being applied side by side write.
+
+    A batch does not see another's uncommitted entries, and may have read an entry before
+    another batch changed it: an item whose entry or answer another batch holds, or wrote
+    after this batch began reading, is deferred to a later batch instead of making a twin
+    entry or losing a change. Keys are released when their batch ends."""
+
+    held: dict[Key, int] = field(default_factory=dict)
+    # Batches committed so far, each with the keys it wrote, and the batches still running
+    # with the count of commits they had seen when they began.
+    commits: int = 0
+    written: list[tuple[int, frozenset[Key]]] = field(default_factory=list)
+    running: dict[int, int] = field(default_factory=dict)
+    _next: int = 0
+    _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+
+    def begin(self) -> tuple[int, int]:
+        self._next += 1
+        self.running[self._next] = self.commits
+        return self._next, self.commits
+
+    def view(self, batch: int, since: int) -> Reserve:
+        def reserve(keys: set[Key]) -> bool:
+            if any(self.held.get(k, batch) != batch for k in keys):
+                return False
+            if any(n > since and not keys.isdisjoint(done) for n, done in self.written):
+                return False
+            for k in keys:
+                self.held[k] = batch
+            return True
+        return reserve
+
+    async def finish(self, batch: int, committed: bool) -> None:
+        mine = frozenset(k for k, b in self.held.items() if b == batch)
+        for k in mine:
+            del self.held[k]
+        del self.running[batch]
+        if committed and mine:
+            self.commits += 1
+            self.written.append((self.commits, mine))
+        # Only batches that began before a commit need to know what it wrote.
+        oldest = min(self.running.values(), default=self.commits)
+        self.written = [(n, keys) for n, keys in self.written if n > oldest]
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def other_finished(self, batch: int) -> None:
+        """Wait until no batch that was running when `batch` ended is running still."""
+        others = set(self.running)
+        async with self._changed:
+            await self._changed.wait_for(lambda: not others & set(self.running))
+
+
+Reserve = Callable[[set[Key]], bool]
 
 
 def _draft(item: QueueItem, vectors: dict[UUID, Vector]) -> EntryDraft:
@@ -123,13 +215,15 @@ def _merged_draft(items: list[QueueItem], vectors: dict[UUID, Vector]) -> EntryD
 
 
 async def _apply_batch(rt: Runtime, conn: Conn, items: list[QueueItem],
-                       vectors: dict[UUID, Vector]) -> tuple[int, int, int]:
+                       vectors: dict[UUID, Vector],
+                       reserve: Reserve) -> tuple[int, int, int, int]:
     """Apply a claimed batch. An item that cannot be applied (say, its answer breaks a limit)
-    goes back to review with the reason instead of blocking every item behind it."""
+    goes back to review with the reason instead of blocking every item behind it; one whose
+    entry or answer another batch is writing stays approved for a later batch (deferred)."""
     knowledge_of: dict[UUID, UUID] = {}
     failed: dict[UUID, str] = {}
     fresh: dict[int, list[QueueItem]] = defaultdict(list)
-    replaced = 0
+    replaced = deferred = 0
     limits = (rt.settings.max_answer_chars, rt.settings.max_question_chars)
     # Which live entry already gives each untargeted item's answer: one query per shop.
     known_answers = {shop_id: await entries_with_answers(conn, shop_id, [
@@ -156,6 +250,9 @@ async def _apply_batch(rt: Runtime, conn: Conn, items: list[QueueItem],
                 if live is not None and live["answer"] != item.proposed_content.strip():
                     live = None  # changed by an earlier item of this batch
         if live is None:
+            if not reserve({("answer", item.shop_id, (item.proposed_content or "").strip())}):
+                deferred += 1
+                continue
             fresh[item.shop_id].append(item)
             continue
         asked = [live["question"], *live["variants"]]
@@ -166,6 +263,12 @@ async def _apply_batch(rt: Runtime, conn: Conn, items: list[QueueItem],
         # now (an owner may have edited it since the item was queued).
         same_answer = (item.metadata.get(PHRASING_ONLY)
                        or item.proposed_content == live["answer"])
+        keys: set[Key] = {("entry", item.shop_id, live["entry_id"])}
+        if not same_answer:
+            keys.add(("answer", item.shop_id, (item.proposed_content or "").strip()))
+        if not reserve(keys):
+            deferred += 1
+            continue
         try:
             async with conn.transaction():
                 new = await supersede_entry(
@@ -218,4 +321,4 @@ async def _apply_batch(rt: Runtime, conn: Conn, items: list[QueueItem],
             changes=[(i.id, {"status": "approved"}, {"status": "pending",
                                                      "reason": failed[i.id]})
                      for i in items if i.id in failed and i.shop_id == shop_id])
-    return created, replaced, len(failed)
+    return created, replaced, len(failed), deferred
