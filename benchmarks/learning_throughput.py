@@ -190,17 +190,29 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             "merge_ratio": round(1 - items / len(mix), 3),
         }
         if args.apply_items:
-            report.update(await apply_phase(rt, shop_id, args.apply_items))
+            report.update(await apply_phase(rt, shop_id, args.apply_items,
+                                            args.apply_workers))
     finally:
         await rt.close()
     return report
 
 
-async def apply_phase(rt: Runtime, shop_id: int, count: int) -> dict[str, Any]:
+async def apply_phase(rt: Runtime, shop_id: int, count: int,
+                      workers: list[int]) -> dict[str, Any]:
     """Everything approved by the signals is applied first, then `count` approved items of
-    another shop, timed."""
+    another shop for each number of apply workers, timed."""
     await apply_approved(rt, shop_id=shop_id)
-    other = await shops.create_shop(rt.pool, "apply-bench", "apply-bench")
+    first, *others = workers
+    rt.settings = rt.settings.with_overrides(apply_workers=first)
+    report = {"apply_workers": first, **await apply_one_shop(rt, f"apply-{first}", count)}
+    for n in others:
+        rt.settings = rt.settings.with_overrides(apply_workers=n)
+        report[f"with_{n}_workers"] = await apply_one_shop(rt, f"apply-{n}", count)
+    return report
+
+
+async def apply_one_shop(rt: Runtime, slug: str, count: int) -> dict[str, Any]:
+    other = await shops.create_shop(rt.pool, slug, slug)
     queued_at = time.perf_counter()
     texts = await approve_many(rt, other, count)
     queue_s = time.perf_counter() - queued_at
@@ -227,5 +239,8 @@ if __name__ == "__main__":
                         help="share of corrections and suggestions that reword an earlier one")
     parser.add_argument("--apply-items", type=int, default=10_000,
                         help="approved items the apply job is timed on (0: skip that phase)")
+    parser.add_argument("--apply-workers", type=int, nargs="+", default=[2, 1],
+                        help="apply the items with each of these numbers of workers in turn "
+                             "(each on a shop of its own)")
     arguments = parser.parse_args()
     write_report(arguments.out, "learning_throughput.json", asyncio.run(main(arguments)))
