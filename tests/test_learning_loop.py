@@ -10,10 +10,13 @@ from typing import Any
 import httpx
 import pytest
 
+from knowledge.access import CLI_ADMIN
 from knowledge.answering.turn_log import turn_log_of
 from knowledge.learning import apply as apply_module
 from knowledge.learning.apply import apply_approved
+from knowledge.learning.queue import ItemDraft, submit
 from knowledge.runtime import Runtime
+from knowledge.store.shops import get_shop
 from tests.conftest import ShopKeys, make_shop
 
 NORWAY = {"question": "Do you ship to Norway?",
@@ -341,6 +344,37 @@ async def test_batches_side_by_side_make_no_twin_entries(client: httpx.AsyncClie
     assert len(live) == 1
     asked = {live[0]["question"], *live[0]["variants"]}
     assert asked == {f"Does the universal burr set fit grinder model {i}?" for i in range(8)}
+
+
+async def test_batches_side_by_side_keep_the_order_of_answers(client: httpx.AsyncClient,
+                                                             shop: ShopKeys,
+                                                             runtime: Runtime) -> None:
+    """Two answers for one entry, approved one after the other, land in two batches applied at
+    once; the later one is the entry's answer at the end, as when applied one batch at a time.
+    The earlier one sits last in the first batch, behind nine other changes, so the second
+    batch would reach the entry first if entries were taken when written, not when claimed."""
+    ids = await _seed(client, shop, [{"question": f"What does kit K{i}{i} contain?",
+                                      "answer": f"Kit K{i}{i}: the basics."} for i in range(10)])
+    owner = await get_shop(runtime.pool, shop.shop_id)
+
+    async def approve(entry: str, question: str, answer: str) -> None:
+        queued = await submit(runtime, owner, ItemDraft(
+            kind="answer", source_type="manual", question=question, answer=answer,
+            confidence=99, target_entry_id=uuid.UUID(entry)), CLI_ADMIN)
+        assert queued.outcome == "new" and queued.item is not None, queued
+        assert queued.item.status == "approved", queued
+
+    for i in range(9):
+        await approve(ids[i], f"Is a tamper in kit K{i}{i}?", f"Kit K{i}{i}: a tamper too.")
+    older, newer = "Kit K99: a scale and a knock box.", "Since May, kit K99 holds only a scale."
+    await approve(ids[9], "Is a scale in kit K99?", older)
+    await approve(ids[9], "Does kit K99 come with a scale?", newer)
+    result = await apply_approved(runtime, batch_size=10, shop_id=shop.shop_id)
+    assert result.applied == 11
+    live = await runtime.pool.fetchval(
+        "SELECT answer FROM knowledge_base_rag WHERE shop_id = $1 AND entry_id = $2 "
+        "AND valid_to IS NULL", shop.shop_id, uuid.UUID(ids[9]))
+    assert live == newer
 
 
 async def test_a_crash_half_way_applies_each_item_exactly_once(

@@ -83,29 +83,42 @@ async def apply_approved(rt: Runtime, batch_size: int = 500,
     """
     totals = [0, 0, 0, 0]   # applied, created, superseded, returned
     flight = InFlight()
+    claiming = asyncio.Lock()
 
     async def worker() -> None:
         while True:
             batch, since = flight.begin()
+            reserve = flight.view(batch, since)
             committed = False
+            touched: set[int] = set()
             try:
-                async with rt.pool.acquire() as conn, conn.transaction():
-                    rows = await conn.fetch(CLAIM_APPROVED, batch_size, shop_id)
-                    items = [item_from_row(r) for r in rows]
-                    if not items:
-                        return
-                    vectors = {r["id"]: r["embedding"] for r in rows
-                               if r["embedding"] is not None}
-                    made, replaced, bounced, deferred = await _apply_batch(
-                        rt, conn, items, vectors, flight.view(batch, since))
-                committed = True
+                async with rt.pool.acquire() as conn:
+                    async with conn.transaction():
+                        async with claiming:
+                            rows = await conn.fetch(CLAIM_APPROVED, batch_size, shop_id)
+                            # An item that changes an entry takes that entry in the order the
+                            # items were claimed (approved): a later answer of another batch
+                            # waits, and never lands before an earlier one to be overwritten.
+                            waiting = {r["id"] for r in rows if r["target_entry_id"] is not None
+                                       and not reserve({("entry", r["shop_id"],
+                                                         r["target_entry_id"])})}
+                        if not rows:
+                            return
+                        items = [item_from_row(r) for r in rows if r["id"] not in waiting]
+                        touched = {i.shop_id for i in items}
+                        vectors = {r["id"]: r["embedding"] for r in rows
+                                   if r["embedding"] is not None}
+                        made, replaced, bounced, deferred = await _apply_batch(
+                            rt, conn, items, vectors, reserve) if items else (0, 0, 0, 0)
+                    committed = True
             finally:
                 await flight.finish(batch, committed)
+                if committed:
+                    for changed in touched:
+                        cache_of(rt).forget(changed)
             for i, n in enumerate((len(items) - bounced - deferred, made, replaced, bounced)):
                 totals[i] += n
-            for changed in {i.shop_id for i in items}:
-                cache_of(rt).forget(changed)
-            if deferred:
+            if deferred or waiting:
                 # Its deferred items wait on another batch's entries: claimed again once that
                 # batch is done, not over and over meanwhile.
                 await flight.other_finished(batch)
@@ -120,6 +133,8 @@ async def apply_approved(rt: Runtime, batch_size: int = 500,
                 for _ in range(max(1, rt.settings.apply_workers)):
                     group.create_task(worker())
         except ExceptionGroup as failed:
+            for other in failed.exceptions[1:]:
+                log.error("another apply batch failed as well", exc_info=other)
             # The batch's own error, as one worker alone would raise it (the job's record
             # and the callers' handlers expect it, not a group).
             raise failed.exceptions[0] from None
