@@ -377,6 +377,37 @@ async def test_batches_side_by_side_keep_the_order_of_answers(client: httpx.Asyn
     assert live == newer
 
 
+async def test_an_answer_given_to_an_entry_and_proposed_as_new_makes_no_twin(
+        client: httpx.AsyncClient, shop: ShopKeys, runtime: Runtime) -> None:
+    """In one batch, one item gives an entry a new answer and another proposes the same answer
+    as a new entry (before it and after it): the second joins the entry."""
+    ids = await _seed(client, shop, [{"question": f"What does kit K{i}{i} contain?",
+                                      "answer": f"Kit K{i}{i}: the basics."} for i in range(2)])
+    owner = await get_shop(runtime.pool, shop.shop_id)
+
+    async def approve(question: str, answer: str, entry: str | None = None) -> None:
+        queued = await submit(runtime, owner, ItemDraft(
+            kind="answer", source_type="manual", question=question, answer=answer,
+            confidence=99, target_entry_id=uuid.UUID(entry) if entry else None), CLI_ADMIN)
+        assert queued.outcome == "new" and queued.item is not None, queued
+        assert queued.item.status == "approved", queued
+
+    first, second = "Kit K00 now has a milk jug.", "Kit K11 now has a knock box."
+    await approve("Is a milk jug in kit K00?", first, ids[0])
+    await approve("Which kit has the milk jug?", first)
+    await approve("Which kit has the knock box?", second)
+    await approve("Is a knock box in kit K11?", second, ids[1])
+    result = await apply_approved(runtime, shop_id=shop.shop_id)
+    assert result.applied == 4 and result.created == 0
+    for entry, answer, asked in ((ids[0], first, "Which kit has the milk jug?"),
+                                 (ids[1], second, "Which kit has the knock box?")):
+        live = await runtime.pool.fetch(
+            "SELECT entry_id, variants FROM knowledge_base_rag "
+            "WHERE shop_id = $1 AND valid_to IS NULL AND answer = $2", shop.shop_id, answer)
+        assert [r["entry_id"] for r in live] == [uuid.UUID(entry)]
+        assert asked in live[0]["variants"]
+
+
 async def test_a_crash_half_way_applies_each_item_exactly_once(
         client: httpx.AsyncClient, shop: ShopKeys, runtime: Runtime,
         monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,6 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from uuid import UUID
 
+import asyncpg
+
 from knowledge.access import SYSTEM
 from knowledge.answering.retrieval import cache_of
 from knowledge.errors import LearnkbError
@@ -208,6 +210,10 @@ class InFlight:
 Reserve = Callable[[set[Key]], bool]
 
 
+def _answer(item: QueueItem) -> str:
+    return (item.proposed_content or "").strip()
+
+
 def _draft(item: QueueItem, vectors: dict[UUID, Vector]) -> EntryDraft:
     return EntryDraft(answer=item.proposed_content or "", question=item.question,
                       category=item.category, source="learning",
@@ -245,6 +251,42 @@ async def _apply_batch(rt: Runtime, conn: Conn, items: list[QueueItem],
         i.proposed_content or "" for i in items
         if i.shop_id == shop_id and i.target_entry_id is None]) for shop_id in
         {i.shop_id for i in items}}
+    # Answers this batch gave existing entries: (shop, answer) -> entry.
+    written: dict[tuple[int, str], UUID] = {}
+
+    async def join(item: QueueItem, live: asyncpg.Record) -> None:
+        """The item's question joins a live entry (with its answer, unless the same)."""
+        nonlocal replaced, deferred
+        asked = [live["question"], *live["variants"]]
+        variants = list(live["variants"])
+        if item.question and item.question not in asked:
+            variants.append(item.question)
+        # An item that only brings a phrasing of an entry's answer leaves that answer as it is
+        # now (an owner may have edited it since the item was queued).
+        same_answer = (item.metadata.get(PHRASING_ONLY)
+                       or item.proposed_content == live["answer"])
+        keys: set[Key] = {("entry", item.shop_id, live["entry_id"])}
+        if not same_answer:
+            keys.add(("answer", item.shop_id, _answer(item)))
+        if not reserve(keys):
+            deferred += 1
+            return
+        try:
+            async with conn.transaction():
+                new = await supersede_entry(
+                    rt, item.shop_id, live["entry_id"], SYSTEM,
+                    answer=None if same_answer else item.proposed_content,
+                    variants=variants[-MAX_VARIANTS:], reason=f"learning queue item {item.id}",
+                    source="learning", known_vectors=_draft(item, vectors).known_vectors,
+                    conn=conn)
+        except LearnkbError as exc:
+            failed[item.id] = exc.detail
+            return
+        knowledge_of[item.id] = new.id
+        replaced += 1
+        if not same_answer and _answer(item):
+            written[(item.shop_id, _answer(item))] = live["entry_id"]
+
     for item in items:
         try:
             validate(_draft(item, vectors), *limits)
@@ -265,45 +307,32 @@ async def _apply_batch(rt: Runtime, conn: Conn, items: list[QueueItem],
                 if live is not None and live["answer"] != item.proposed_content.strip():
                     live = None  # changed by an earlier item of this batch
         if live is None:
-            if not reserve({("answer", item.shop_id, (item.proposed_content or "").strip())}):
+            if not reserve({("answer", item.shop_id, _answer(item))}):
                 deferred += 1
                 continue
             fresh[item.shop_id].append(item)
             continue
-        asked = [live["question"], *live["variants"]]
-        variants = list(live["variants"])
-        if item.question and item.question not in asked:
-            variants.append(item.question)
-        # An item that only brings a phrasing of an entry's answer leaves that answer as it is
-        # now (an owner may have edited it since the item was queued).
-        same_answer = (item.metadata.get(PHRASING_ONLY)
-                       or item.proposed_content == live["answer"])
-        keys: set[Key] = {("entry", item.shop_id, live["entry_id"])}
-        if not same_answer:
-            keys.add(("answer", item.shop_id, (item.proposed_content or "").strip()))
-        if not reserve(keys):
-            deferred += 1
-            continue
-        try:
-            async with conn.transaction():
-                new = await supersede_entry(
-                    rt, item.shop_id, live["entry_id"], SYSTEM,
-                    answer=None if same_answer else item.proposed_content,
-                    variants=variants[-MAX_VARIANTS:], reason=f"learning queue item {item.id}",
-                    source="learning", known_vectors=_draft(item, vectors).known_vectors,
-                    conn=conn)
-        except LearnkbError as exc:
-            failed[item.id] = exc.detail
-            continue
-        knowledge_of[item.id] = new.id
-        replaced += 1
+        await join(item, live)
     created = 0
     for shop_id, group in fresh.items():
+        # An answer an item of this batch gave an existing entry (in either order): an item
+        # that proposes it as new joins that entry too, instead of starting its twin.
+        making = []
+        for item in group:
+            given = written.get((shop_id, _answer(item)))
+            live = (await conn.fetchrow(SELECT_LIVE_ENTRY, shop_id, given)
+                    if given is not None else None)
+            if live is not None and live["answer"] == _answer(item):
+                await join(item, live)
+            else:
+                making.append(item)
+        if not making:
+            continue
         # Items of one batch with the same answer make one entry: the first one's question,
         # the others' as its variants.
         by_answer: dict[str, list[QueueItem]] = defaultdict(list)
-        for item in group:
-            by_answer[(item.proposed_content or "").strip()].append(item)
+        for item in making:
+            by_answer[_answer(item)].append(item)
         drafts = [_merged_draft(twins, vectors) for twins in by_answer.values()]
         async with conn.transaction():
             entries = await add_entries(rt, shop_id, drafts, SYSTEM, conn=conn,
