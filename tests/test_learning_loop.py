@@ -408,6 +408,39 @@ async def test_an_answer_given_to_an_entry_and_proposed_as_new_makes_no_twin(
         assert asked in live[0]["variants"]
 
 
+async def test_an_owner_edit_made_while_applying_is_kept(
+        client: httpx.AsyncClient, shop: ShopKeys, runtime: Runtime,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The owner adds a phrasing to an entry after apply read it and before apply writes its
+    new version: apply reads it again instead of writing the variants it read before."""
+    ids = await _seed(client, shop)
+    owner = await get_shop(runtime.pool, shop.shop_id)
+    queued = await submit(runtime, owner, ItemDraft(
+        kind="answer", source_type="manual", question="Is shipping to Oslo possible?",
+        answer="Yes, to Norway in 5 to 8 days.", confidence=99,
+        target_entry_id=uuid.UUID(ids[0])), CLI_ADMIN)
+    assert queued.item is not None and queued.item.status == "approved", queued
+    real = apply_module.supersede_entry
+    edited = False
+
+    async def owner_edits_first(*args: Any, **kwargs: Any) -> Any:
+        nonlocal edited
+        if not edited:
+            edited = True
+            await real(runtime, shop.shop_id, uuid.UUID(ids[0]), CLI_ADMIN,
+                       variants=["Do you deliver to Norway?"])
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(apply_module, "supersede_entry", owner_edits_first)
+    result = await apply_approved(runtime, shop_id=shop.shop_id)
+    assert result.applied == 1 and edited
+    live = await runtime.pool.fetchrow(
+        "SELECT answer, variants FROM knowledge_base_rag WHERE shop_id = $1 AND entry_id = $2 "
+        "AND valid_to IS NULL", shop.shop_id, uuid.UUID(ids[0]))
+    assert live["answer"] == "Yes, to Norway in 5 to 8 days."
+    assert set(live["variants"]) == {"Do you deliver to Norway?", "Is shipping to Oslo possible?"}
+
+
 async def test_a_crash_half_way_applies_each_item_exactly_once(
         client: httpx.AsyncClient, shop: ShopKeys, runtime: Runtime,
         monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,7 +13,7 @@ import asyncpg
 
 from knowledge.access import SYSTEM
 from knowledge.answering.retrieval import cache_of
-from knowledge.errors import LearnkbError
+from knowledge.errors import Conflict, LearnkbError
 from knowledge.learning.queue import COLUMNS, PHRASING_ONLY, QueueItem, item_from_row
 from knowledge.runtime import Runtime
 from knowledge.store import audit
@@ -278,7 +278,12 @@ async def _apply_batch(rt: Runtime, conn: Conn, items: list[QueueItem],
                     answer=None if same_answer else item.proposed_content,
                     variants=variants[-MAX_VARIANTS:], reason=f"learning queue item {item.id}",
                     source="learning", known_vectors=_draft(item, vectors).known_vectors,
-                    conn=conn)
+                    expected_version=live["version"], conn=conn)
+        except Conflict:
+            # Changed (by its owner, say) since it was read: the variants above would drop
+            # that change. A later batch reads the entry again.
+            deferred += 1
+            return
         except LearnkbError as exc:
             failed[item.id] = exc.detail
             return
