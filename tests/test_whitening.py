@@ -7,7 +7,9 @@ from datetime import UTC, datetime
 
 import httpx
 import numpy as np
+import pytest
 
+from knowledge.answering import whitening
 from knowledge.answering.retrieval import Candidate, cache_of, ordered
 from knowledge.answering.whitening import (
     MIN_PHRASINGS,
@@ -198,3 +200,32 @@ def test_the_whitened_view_reorders_entries_but_not_against_those_without_it() -
     # Without whitened similarities the plain order stands.
     plain = [_candidate("a", 0.70, 0.62, None), _candidate("b", 0.66, 0.60, None)]
     assert [c.entry.question for c in ordered(plain)] == ["a", "b"]
+
+
+async def test_the_spread_is_read_from_the_newest_entries_with_siblings_only(
+        client: httpx.AsyncClient, runtime: Runtime,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Entries with one phrasing are left out, and a shop past MAX_PHRASINGS gives its most
+    recent entries' phrasings up to that many."""
+    shop = await make_shop(runtime, "spread-read")
+    for entry in ({"question": "Oldest A?", "variants": ["Oldest A again?", "Oldest A once more?"],
+                   "answer": "a"},
+                  {"question": "Lonely B?", "answer": "b"},
+                  {"question": "Newest C?", "variants": ["Newest C again?"], "answer": "c"}):
+        r = await client.post("/v1/knowledge", headers=shop.owner, json=[entry])
+        assert r.status_code == 201, r.text
+    seen: list[list[np.ndarray]] = []
+
+    def capture(groups: list[np.ndarray]) -> None:
+        seen.append(groups)
+
+    monkeypatch.setattr(whitening, "whitening_matrix", capture)
+    monkeypatch.setattr(whitening, "MAX_PHRASINGS", 4)
+    async with runtime.pool.acquire() as conn:
+        await whitening.compute(conn, shop.shop_id)
+    texts = ["Newest C?", "Newest C again?"]
+    vectors = dict(zip(texts, await runtime.embedder.embed_many(texts), strict=True))
+    (groups,) = seen
+    assert [len(g) for g in groups] == [2, 2]   # C whole, then two of A's three; not B
+    newest = {tuple(np.round(v, 5)) for v in groups[0]}
+    assert newest == {tuple(np.round(vectors[q], 5)) for q in ("Newest C?", "Newest C again?")}
