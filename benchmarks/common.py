@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import random
 import statistics
 import tempfile
@@ -113,3 +114,13 @@ def served(database_url: str, data: Path, port: int) -> Iterator[tuple[str, int]
                LEARNKB_LOG_LEVEL="warning")
     with serve_process(env, port) as (base, pid):
         yield base, pid
+
+
+def machine(load_before: tuple[float, float, float], **more: Any) -> dict[str, Any]:
+    """What a report says of the machine it ran on, with the load around the measurement
+    (anything else running on the machine inflates the figures)."""
+    return {"cpus": os.cpu_count(), "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "python": platform.python_version(), **more,
+            "load_average_before": [round(x, 2) for x in load_before],
+            "load_average_after": [round(x, 2) for x in os.getloadavg()]}

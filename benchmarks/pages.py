@@ -24,7 +24,6 @@ import asyncio
 import contextlib
 import json
 import os
-import platform
 import random
 import re
 import statistics
@@ -45,6 +44,7 @@ from benchmarks.common import (
     TOPICS,
     benchmark_parser,
     data_dir,
+    machine,
     percentile,
     publish,
     questions,
@@ -781,13 +781,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         report: dict[str, Any] = {
             "target": f"every page p95 <= {TARGET_MS:.0f} ms (loopback wall time of one "
                       "request at a time: an upper bound on server time)",
-            "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                        "processor": platform.processor() or platform.machine(),
-                        "python": platform.python_version(),
-                        "embedder_backend": rt.embedder.backend,
-                        # Anything else running on the machine inflates the figures.
-                        "load_average_before": [round(x, 2) for x in load_before],
-                        "load_average_after": [round(x, 2) for x in os.getloadavg()]},
+            "machine": machine(load_before, embedder_backend=rt.embedder.backend),
             "data_dir": str(data), "server": "learnkb serve --no-jobs",
             "requests_per_page": args.requests, "warm_up_per_page": WARM_UP,
             "setup": {**prepared["timings"], "turns_asked_in_process": prepared["asked_turns"],

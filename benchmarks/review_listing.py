@@ -19,14 +19,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import platform
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
 import aiohttp
 
-from benchmarks.common import benchmark_parser, data_dir, publish, served
+from benchmarks.common import benchmark_parser, data_dir, machine, publish, served
 from benchmarks.pages import (
     WARM_UP,
     PageCase,
@@ -116,12 +115,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         report: dict[str, Any] = {
             "target": f"every listing p95 <= {TARGET_MS:.0f} ms (loopback wall time of one "
                       "request at a time: an upper bound on server time)",
-            "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                        "processor": platform.processor() or platform.machine(),
-                        "python": platform.python_version(),
-                        # Anything else running on the machine inflates the figures.
-                        "load_average_before": [round(x, 2) for x in load_before],
-                        "load_average_after": [round(x, 2) for x in os.getloadavg()]},
+            "machine": machine(load_before),
             "data_dir": str(data), "server": "learnkb serve --no-jobs",
             "requests_per_listing": args.requests, "warm_up_per_listing": WARM_UP,
             "setup": prepared["timings"], "sizes": counted, "listings": listings,
