@@ -252,7 +252,7 @@ async def _apply_batch(rt: Runtime, conn: Conn, items: list[QueueItem],
         if i.shop_id == shop_id and i.target_entry_id is None]) for shop_id in
         {i.shop_id for i in items}}
     # Answers this batch gave existing entries: (shop, answer) -> entry.
-    written: dict[tuple[int, str], UUID] = {}
+    given_answers: dict[tuple[int, str], UUID] = {}
 
     async def join(item: QueueItem, live: asyncpg.Record) -> None:
         """The item's question joins a live entry (with its answer, unless the same)."""
@@ -290,7 +290,7 @@ async def _apply_batch(rt: Runtime, conn: Conn, items: list[QueueItem],
         knowledge_of[item.id] = new.id
         replaced += 1
         if not same_answer and _answer(item):
-            written[(item.shop_id, _answer(item))] = live["entry_id"]
+            given_answers[(item.shop_id, _answer(item))] = live["entry_id"]
 
     for item in items:
         try:
@@ -304,12 +304,12 @@ async def _apply_batch(rt: Runtime, conn: Conn, items: list[QueueItem],
         if live is None and item.proposed_content:
             # An answer some entry already gives (a gap answered with it, say): its question
             # joins that entry instead of starting a twin.
-            same = known_answers[item.shop_id].get(item.proposed_content.strip())
+            same = known_answers[item.shop_id].get(_answer(item))
             if same is None and item.target_entry_id is not None:  # its entry was retired
                 same = await entry_with_answer(conn, item.shop_id, item.proposed_content)
             if same is not None:
                 live = await conn.fetchrow(SELECT_LIVE_ENTRY, item.shop_id, same)
-                if live is not None and live["answer"] != item.proposed_content.strip():
+                if live is not None and live["answer"] != _answer(item):
                     live = None  # changed by an earlier item of this batch
         if live is None:
             if not reserve({("answer", item.shop_id, _answer(item))}):
@@ -324,7 +324,7 @@ async def _apply_batch(rt: Runtime, conn: Conn, items: list[QueueItem],
         # that proposes it as new joins that entry too, instead of starting its twin.
         making = []
         for item in group:
-            given = written.get((shop_id, _answer(item)))
+            given = given_answers.get((shop_id, _answer(item)))
             live = (await conn.fetchrow(SELECT_LIVE_ENTRY, shop_id, given)
                     if given is not None else None)
             if live is not None and live["answer"] == _answer(item):
